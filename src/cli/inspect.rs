@@ -1,0 +1,186 @@
+//! `at1 inspect`: what an object holds and how it is laid out.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use at1::format::{RowGroupStorage, SegmentKind};
+use at1::reader::Object;
+use at1::value::option_to_json;
+
+use super::ratio;
+
+/// Which codec the object ended up using, judged by its segments.
+pub fn codec_summary(object: &Object) -> &'static str {
+    let segments = &object.footer().segments;
+    let frames = segments.iter().filter(|s| matches!(s.kind, SegmentKind::Frame(_))).count();
+    let tables = segments.iter().filter(|s| matches!(s.kind, SegmentKind::RowGroup(_))).count();
+    match (frames, tables) {
+        (0, 0) => "empty",
+        (_, 0) => "raw",
+        (0, _) => "columnar",
+        _ => "mixed",
+    }
+}
+
+fn describe(object: &Object) -> Value {
+    let footer = object.footer();
+    let mut by_role: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut by_backend: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for b in &footer.blocks {
+        let r = by_role.entry(b.role.name()).or_default();
+        r.0 += 1;
+        r.1 += b.stored_len;
+        let k = by_backend.entry(b.backend.name()).or_default();
+        k.0 += 1;
+        k.1 += b.stored_len;
+    }
+    let counts = |m: BTreeMap<&str, (u64, u64)>| -> Value {
+        m.into_iter().map(|(k, (n, bytes))| (k.to_string(), json!({"count": n, "stored_bytes": bytes}))).collect()
+    };
+    let s = &footer.settings;
+    let mut out = json!({
+        "format_version": at1::format::FORMAT_VERSION,
+        "original_bytes": object.original_len(),
+        "stored_bytes": object.stored_len(),
+        "ratio": ratio(object.original_len(), object.stored_len()),
+        "sha256": hex(&object.trailer().original_sha256),
+        "codec": codec_summary(object),
+        "metadata_bytes": object.metadata_len(),
+        "settings": {
+            "codec": s.codec.name(), "backend": s.backend.name(), "level": s.level,
+            "frame_size": s.frame_size, "row_group_rows": s.row_group_rows,
+            "row_group_bytes": s.row_group_bytes, "chunk_lines": s.chunk_lines,
+            "keep_queryable": s.keep_queryable, "writer": s.writer,
+        },
+        "blocks": {"count": footer.blocks.len(), "by_role": counts(by_role), "by_backend": counts(by_backend)},
+        "segments": footer.segments.len(),
+    });
+    if let Some(t) = &footer.table {
+        let rows: u64 = t.row_groups.iter().map(|r| r.row_count).sum();
+        let columns: Vec<Value> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(c, def)| {
+                let nulls: u64 = t.row_groups.iter().map(|r| r.stats[c].nulls).sum();
+                json!({"name": def.name, "type": def.logical_type.name(), "nulls": nulls})
+            })
+            .collect();
+        let row_groups: Vec<Value> = t
+            .row_groups
+            .iter()
+            .map(|rg| {
+                let (storage, stored): (&str, u64) = match &rg.storage {
+                    RowGroupStorage::Raw { block } => ("raw", footer.blocks[*block as usize].stored_len),
+                    RowGroupStorage::Columnar { layout, columns } => (
+                        "columnar",
+                        layout.iter().chain(columns).map(|b| footer.blocks[*b as usize].stored_len).sum(),
+                    ),
+                };
+                let stats: Vec<Value> = rg
+                    .stats
+                    .iter()
+                    .map(|s| {
+                        json!({"type": s.storage_type.name(), "values": s.values, "nulls": s.nulls,
+                               "min": option_to_json(&s.min), "max": option_to_json(&s.max),
+                               "sum": s.sum.map(|x| format!("{x:?}"))})
+                    })
+                    .collect();
+                json!({"first_row": rg.first_row, "rows": rg.row_count, "storage": storage, "stored_bytes": stored, "columns": stats})
+            })
+            .collect();
+        out["table"] = json!({
+            "delimiter": (t.dialect.delimiter as char).to_string(),
+            "quote": t.dialect.quote.map(|q| (q as char).to_string()),
+            "line_terminator": if t.dialect.terminator == at1::format::LineTerminator::CrLf { "CRLF" } else { "LF" },
+            "has_header": t.dialect.has_header,
+            "rows": rows,
+            "columns": columns,
+            "row_groups": row_groups,
+        });
+    }
+    out
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn run(object: &Object, json: bool, list_row_groups: bool) -> Result<()> {
+    let d = describe(object);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
+    println!("codec:          {}", d["codec"].as_str().unwrap_or("?"));
+    println!("original bytes: {}", object.original_len());
+    println!("stored bytes:   {} (ratio {:.2}x, metadata {} bytes)", object.stored_len(), ratio(object.original_len(), object.stored_len()), object.metadata_len());
+    println!("sha256:         {}", d["sha256"].as_str().unwrap_or(""));
+    println!("settings:       {}", d["settings"]);
+    println!("blocks:         {} {}", d["blocks"]["count"], d["blocks"]["by_role"]);
+    println!("segments:       {}", d["segments"]);
+    if let Some(t) = d.get("table") {
+        println!(
+            "table:          {} rows, {} row groups, delimiter {:?}, header {}, {}",
+            t["rows"],
+            t["row_groups"].as_array().map_or(0, Vec::len),
+            t["delimiter"].as_str().unwrap_or(""),
+            t["has_header"],
+            t["line_terminator"].as_str().unwrap_or("")
+        );
+        let table = object.table();
+        for (c, col) in t["columns"].as_array().into_iter().flatten().enumerate() {
+            let (min, max) = table.map_or((Value::Null, Value::Null), |tb| column_bounds(tb, c));
+            println!(
+                "  column {:<3} {:<24} {:<10} nulls {:<8} min {} max {}",
+                c,
+                col["name"].as_str().unwrap_or(""),
+                col["type"].as_str().unwrap_or(""),
+                col["nulls"],
+                min,
+                max
+            );
+        }
+        if list_row_groups {
+            for (i, rg) in t["row_groups"].as_array().into_iter().flatten().enumerate() {
+                println!("  row group {i}: first row {} rows {} {} {} bytes", rg["first_row"], rg["rows"], rg["storage"].as_str().unwrap_or(""), rg["stored_bytes"]);
+                for (c, s) in rg["columns"].as_array().into_iter().flatten().enumerate() {
+                    println!("    col {c}: {} values {} nulls {} min {} max {}", s["type"].as_str().unwrap_or(""), s["values"], s["nulls"], s["min"], s["max"]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The union of a column's zone maps over all row groups (null if any row
+/// group's bounds are unknown or not comparable).
+fn column_bounds(table: &at1::format::Table, col: usize) -> (Value, Value) {
+    use std::cmp::Ordering;
+    let mut min: Option<at1::value::Scalar> = None;
+    let mut max: Option<at1::value::Scalar> = None;
+    for rg in &table.row_groups {
+        let s = &rg.stats[col];
+        if s.values == 0 {
+            continue;
+        }
+        if !at1::reader::stats_apply(s, table.columns[col].logical_type) {
+            return (Value::Null, Value::Null);
+        }
+        match (&s.min, &min) {
+            (Some(v), Some(m)) if v.compare(m) == Some(Ordering::Less) => min = Some(v.clone()),
+            (Some(v), None) => min = Some(v.clone()),
+            (None, _) => return (Value::Null, Value::Null),
+            _ => {}
+        }
+        match (&s.max, &max) {
+            (Some(v), Some(m)) if v.compare(m) == Some(Ordering::Greater) => max = Some(v.clone()),
+            (Some(v), None) => max = Some(v.clone()),
+            (None, _) => return (Value::Null, Value::Null),
+            _ => {}
+        }
+    }
+    (option_to_json(&min), option_to_json(&max))
+}

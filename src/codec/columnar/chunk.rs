@@ -1,0 +1,723 @@
+//! One column of one row group: typing, encoding, decoding, and giving back
+//! each field's exact text or its typed value (docs/FORMAT.md §5.2).
+//!
+//! A field is stored in one of three ways, recorded per row in a code:
+//! - a NULL token (`NA`, empty, ...) — only its token number;
+//! - a typed value whose canonical text is exactly the field — the value;
+//! - anything else — an *exception*: the raw field bytes, verbatim.
+//!
+//! Exceptions are how the column model stays byte-exact for text it cannot
+//! express (`007`, `"5"`, a malformed quote) without giving up the typed
+//! encoding of the other rows; SQL reads an exception's value by parsing its
+//! text leniently as the chunk's type.
+
+use std::borrow::Cow;
+
+use super::scan::{unquote, write_canonical_string, FieldKind};
+use super::stats::StatsBuilder;
+use crate::codec::ints::{decode_ints, encode_ints, IntPacking};
+use crate::codec::CodecError;
+use crate::format::wire::{WireReader, WireWriter};
+use crate::format::{ColumnStats, Dialect};
+use crate::value::{self, Decimal, Scalar, TimestampFormat, ValueType, NULL_TOKENS};
+
+/// Row code: the field is a typed value.
+pub const CODE_VALUE: u8 = 0;
+/// Row codes 1..=6: the field is `NULL_TOKENS[code - 1]`.
+const CODE_FIRST_NULL: u8 = 1;
+/// Row code: the field is an exception (raw bytes kept).
+pub const CODE_EXCEPTION: u8 = 254;
+/// Row code: the row has no such field (a short, ragged row).
+pub const CODE_MISSING: u8 = 255;
+
+/// At most this share of a chunk's values may be exceptions for it to keep a
+/// typed encoding; past it, the column is text in this row group.
+const MAX_EXCEPTION_SHARE: usize = 8;
+
+/// A field as the scanner found it.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRef<'a> {
+    pub raw: &'a [u8],
+    pub kind: FieldKind,
+}
+
+/// The typed values of a chunk, one per `CODE_VALUE` row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    Null,
+    Int(Vec<i64>),
+    Decimal { mantissas: Vec<i64>, scales: Vec<u8> },
+    Timestamp { format: TimestampFormat, seconds: Vec<i64> },
+    Date(Vec<i64>),
+    Bool { spelling: u8, bits: Vec<bool> },
+    Str(StrValues),
+}
+
+/// Strings as offsets into one buffer; dictionary-encoded chunks keep the
+/// distinct strings plus an index per value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrValues {
+    /// `bytes[offsets[i]..offsets[i+1]]` is string `i` (of the dictionary, or
+    /// of the values when there is none).
+    pub offsets: Vec<u32>,
+    pub bytes: Vec<u8>,
+    /// Present for a dictionary-encoded chunk: the entry of each value.
+    pub indices: Option<Vec<u32>>,
+}
+
+impl StrValues {
+    pub fn get(&self, value: usize) -> &[u8] {
+        let entry = match &self.indices {
+            Some(ix) => ix[value] as usize,
+            None => value,
+        };
+        &self.bytes[self.offsets[entry] as usize..self.offsets[entry + 1] as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.indices {
+            Some(ix) => ix.len(),
+            None => self.offsets.len() - 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A decoded column chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnChunk {
+    pub storage_type: ValueType,
+    pub codes: Vec<u8>,
+    pub values: Values,
+    /// (row, raw field bytes), rows ascending.
+    pub exceptions: Vec<(u32, Vec<u8>)>,
+    /// `value_index[row]`: index into `values` for `CODE_VALUE` rows.
+    value_index: Vec<u32>,
+}
+
+/// The result of encoding one chunk.
+pub struct EncodedChunk {
+    pub payload: Vec<u8>,
+    pub stats: ColumnStats,
+}
+
+// ---------------------------------------------------------------- typing
+
+fn null_code(field: &FieldRef<'_>) -> Option<u8> {
+    if field.kind != FieldKind::Bare {
+        return None;
+    }
+    NULL_TOKENS.iter().position(|t| *t == field.raw).map(|i| CODE_FIRST_NULL + i as u8)
+}
+
+/// Which types every non-NULL field of a chunk can be read as.
+struct TypeVotes {
+    int: bool,
+    number: bool,
+    timestamp: bool,
+    date: bool,
+    boolean: bool,
+}
+
+fn infer_type(contents: &[Cow<'_, [u8]>]) -> ValueType {
+    if contents.is_empty() {
+        return ValueType::Null;
+    }
+    let mut v = TypeVotes { int: true, number: true, timestamp: true, date: true, boolean: true };
+    for c in contents {
+        let text = c.as_ref();
+        if v.int && value::parse_lenient(ValueType::Int, text).is_none() {
+            v.int = false;
+        }
+        if v.number && !v.int && value::parse_lenient(ValueType::Decimal, text).is_none() {
+            v.number = false;
+        }
+        if v.date && value::parse_lenient(ValueType::Date, text).is_none() {
+            v.date = false;
+        }
+        if v.timestamp && !v.date && value::parse_lenient(ValueType::Timestamp, text).is_none() {
+            v.timestamp = false;
+        }
+        if v.boolean && value::parse_lenient(ValueType::Bool, text).is_none() {
+            v.boolean = false;
+        }
+        if !(v.int || v.number || v.timestamp || v.date || v.boolean) {
+            return ValueType::String;
+        }
+    }
+    // `0`/`1` columns read as booleans too; integers win.
+    if v.int {
+        ValueType::Int
+    } else if v.number {
+        ValueType::Decimal
+    } else if v.date {
+        ValueType::Date
+    } else if v.timestamp {
+        ValueType::Timestamp
+    } else if v.boolean {
+        ValueType::Bool
+    } else {
+        ValueType::String
+    }
+}
+
+// ---------------------------------------------------------------- encoding
+
+/// Accumulates the values of one chunk as they are classified.
+struct ValueBuilder {
+    ty: ValueType,
+    ints: Vec<i64>,
+    scales: Vec<u8>,
+    ts_format: Option<TimestampFormat>,
+    bool_spelling: Option<u8>,
+    bools: Vec<bool>,
+    strings: Vec<Vec<u8>>,
+}
+
+impl ValueBuilder {
+    fn new(ty: ValueType) -> Self {
+        Self { ty, ints: Vec::new(), scales: Vec::new(), ts_format: None, bool_spelling: None, bools: Vec::new(), strings: Vec::new() }
+    }
+
+    /// Takes the field as a typed value when its raw text is exactly the
+    /// value's canonical text; returns false (an exception) otherwise.
+    fn accept(&mut self, field: &FieldRef<'_>, content: &[u8], dialect: &Dialect) -> bool {
+        if field.kind == FieldKind::Malformed {
+            return false;
+        }
+        if self.ty == ValueType::String {
+            let mut canonical = Vec::with_capacity(field.raw.len());
+            write_canonical_string(content, dialect, &mut canonical);
+            if canonical != field.raw {
+                return false;
+            }
+            self.strings.push(content.to_vec());
+            return true;
+        }
+        if field.kind != FieldKind::Bare {
+            return false; // a quoted number is never canonical
+        }
+        let raw = field.raw;
+        match self.ty {
+            ValueType::Int => match value::parse_canonical_int(raw) {
+                Some(v) => self.ints.push(v),
+                None => return false,
+            },
+            ValueType::Decimal => match canonical_number(raw) {
+                Some(d) => {
+                    self.ints.push(d.mantissa);
+                    self.scales.push(d.scale);
+                }
+                None => return false,
+            },
+            ValueType::Date => match value::parse_date(raw) {
+                Some(d) => self.ints.push(i64::from(d)),
+                None => return false,
+            },
+            ValueType::Timestamp => {
+                let Some((t, format)) = value::parse_timestamp(raw) else { return false };
+                if *self.ts_format.get_or_insert(format) != format || !round_trips_timestamp(raw, t, format) {
+                    return false;
+                }
+                self.ints.push(t);
+            }
+            ValueType::Bool => {
+                let Some((b, spelling)) = value::parse_canonical_bool(raw) else { return false };
+                if *self.bool_spelling.get_or_insert(spelling) != spelling {
+                    return false;
+                }
+                self.bools.push(b);
+            }
+            ValueType::Null | ValueType::String => return false,
+        }
+        true
+    }
+}
+
+/// An integer or decimal text in canonical form, as a decimal (integers get
+/// scale 0).
+fn canonical_number(raw: &[u8]) -> Option<Decimal> {
+    value::parse_canonical_int(raw)
+        .map(|m| Decimal { mantissa: m, scale: 0 })
+        .or_else(|| value::parse_canonical_decimal(raw))
+}
+
+fn round_trips_timestamp(raw: &[u8], t: i64, format: TimestampFormat) -> bool {
+    let mut out = Vec::with_capacity(raw.len());
+    value::format_timestamp_into(t, format, &mut out);
+    out == raw
+}
+
+/// Encodes one column chunk. `fields[row]` is `None` where a short row has
+/// no such field.
+pub fn encode_chunk(fields: &[Option<FieldRef<'_>>], dialect: &Dialect, packing: IntPacking) -> EncodedChunk {
+    let quote = dialect.quote;
+    let mut codes = vec![CODE_VALUE; fields.len()];
+    let mut contents: Vec<Cow<'_, [u8]>> = Vec::with_capacity(fields.len());
+    let mut content_rows = Vec::with_capacity(fields.len());
+    for (row, f) in fields.iter().enumerate() {
+        match f {
+            None => codes[row] = CODE_MISSING,
+            Some(f) => match null_code(f) {
+                Some(code) => codes[row] = code,
+                None => {
+                    contents.push(if f.kind == FieldKind::Quoted { unquote(f.raw, quote) } else { Cow::Borrowed(f.raw) });
+                    content_rows.push(row);
+                }
+            },
+        }
+    }
+    let mut ty = infer_type(&contents);
+    let (mut builder, mut exceptions) = classify(ty, fields, &contents, &content_rows, &mut codes, dialect);
+    if ty != ValueType::String && exceptions.len() * MAX_EXCEPTION_SHARE > contents.len() {
+        ty = ValueType::String;
+        (builder, exceptions) = classify(ty, fields, &contents, &content_rows, &mut codes, dialect);
+    }
+    let mut stats = StatsBuilder::new(ty);
+    for c in &codes {
+        if *c != CODE_VALUE && *c != CODE_EXCEPTION {
+            stats.add_null();
+        }
+    }
+    add_value_stats(&mut stats, &builder);
+    for (_, raw) in &exceptions {
+        stats.add_text(&unquote(raw, quote));
+    }
+    let mut w = WireWriter::new();
+    w.u8(ty as u8);
+    w.varint(fields.len() as u64);
+    encode_codes(&mut w, &codes);
+    w.varint(exceptions.len() as u64);
+    let mut prev = 0u32;
+    for (row, raw) in &exceptions {
+        w.varint(u64::from(row - prev));
+        w.bytes(raw);
+        prev = *row;
+    }
+    encode_values(&mut w, &builder, packing);
+    EncodedChunk { payload: w.into_bytes(), stats: stats.finish() }
+}
+
+type Exceptions = Vec<(u32, Vec<u8>)>;
+
+fn classify(
+    ty: ValueType,
+    fields: &[Option<FieldRef<'_>>],
+    contents: &[Cow<'_, [u8]>],
+    content_rows: &[usize],
+    codes: &mut [u8],
+    dialect: &Dialect,
+) -> (ValueBuilder, Exceptions) {
+    let mut builder = ValueBuilder::new(ty);
+    let mut exceptions = Vec::new();
+    for (content, &row) in contents.iter().zip(content_rows) {
+        let Some(field) = &fields[row] else { continue };
+        if builder.accept(field, content, dialect) {
+            codes[row] = CODE_VALUE;
+        } else {
+            codes[row] = CODE_EXCEPTION;
+            exceptions.push((row as u32, field.raw.to_vec()));
+        }
+    }
+    (builder, exceptions)
+}
+
+fn add_value_stats(stats: &mut StatsBuilder, b: &ValueBuilder) {
+    match b.ty {
+        ValueType::Int => b.ints.iter().for_each(|&v| stats.add(&Scalar::Int(v))),
+        ValueType::Decimal => {
+            for (&m, &s) in b.ints.iter().zip(&b.scales) {
+                stats.add(&Scalar::Decimal(Decimal { mantissa: m, scale: s }));
+            }
+        }
+        ValueType::Timestamp => b.ints.iter().for_each(|&v| stats.add(&Scalar::Timestamp(v))),
+        ValueType::Date => b.ints.iter().for_each(|&v| stats.add(&Scalar::Date(v as i32))),
+        ValueType::Bool => b.bools.iter().for_each(|&v| stats.add(&Scalar::Bool(v))),
+        ValueType::String => b.strings.iter().for_each(|s| stats.add_str(s)),
+        ValueType::Null => {}
+    }
+}
+
+/// Codes are almost always all `CODE_VALUE`, or long runs of it broken by
+/// NULL tokens: mode 0 = all values, mode 1 = run-length pairs.
+fn encode_codes(w: &mut WireWriter, codes: &[u8]) {
+    if codes.iter().all(|&c| c == CODE_VALUE) {
+        w.u8(0);
+        return;
+    }
+    w.u8(1);
+    let mut runs: Vec<(u64, u8)> = Vec::new();
+    for &c in codes {
+        match runs.last_mut() {
+            Some((n, code)) if *code == c => *n += 1,
+            _ => runs.push((1, c)),
+        }
+    }
+    w.varint(runs.len() as u64);
+    for (n, c) in runs {
+        w.varint(n);
+        w.u8(c);
+    }
+}
+
+fn encode_values(w: &mut WireWriter, b: &ValueBuilder, packing: IntPacking) {
+    match b.ty {
+        ValueType::Null => {}
+        ValueType::Int | ValueType::Date => encode_ints(w, &b.ints, packing),
+        ValueType::Decimal => {
+            encode_ints(w, &b.ints, packing);
+            let scales: Vec<i64> = b.scales.iter().map(|&s| i64::from(s)).collect();
+            encode_ints(w, &scales, packing);
+        }
+        ValueType::Timestamp => {
+            let format = b.ts_format.unwrap_or(TimestampFormat { separator: b'T', has_seconds: true, zone: value::ZoneStyle::None });
+            w.raw(&format.encode());
+            encode_ints(w, &b.ints, packing);
+        }
+        ValueType::Bool => {
+            w.u8(b.bool_spelling.unwrap_or(0));
+            let bits: Vec<i64> = b.bools.iter().map(|&v| i64::from(v)).collect();
+            encode_ints(w, &bits, IntPacking::Bits);
+        }
+        ValueType::String => encode_strings(w, &b.strings, packing),
+    }
+}
+
+/// Plain (lengths + bytes) or dictionary (distinct strings + indices),
+/// whichever is smaller before the backend.
+fn encode_strings(w: &mut WireWriter, strings: &[Vec<u8>], packing: IntPacking) {
+    let mut dict: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
+    let mut entries: Vec<&[u8]> = Vec::new();
+    let mut indices = Vec::with_capacity(strings.len());
+    for s in strings {
+        let next = entries.len() as u32;
+        let id = *dict.entry(s.as_slice()).or_insert_with(|| {
+            entries.push(s.as_slice());
+            next
+        });
+        indices.push(i64::from(id));
+    }
+    let plain_bytes: usize = strings.iter().map(Vec::len).sum();
+    let dict_bytes: usize = entries.iter().map(|e| e.len()).sum::<usize>() + indices.len() * index_width(entries.len());
+    if dict_bytes < plain_bytes {
+        w.u8(1);
+        w.varint(entries.len() as u64);
+        let lengths: Vec<i64> = entries.iter().map(|e| e.len() as i64).collect();
+        encode_ints(w, &lengths, packing);
+        for e in &entries {
+            w.raw(e);
+        }
+        encode_ints(w, &indices, packing);
+    } else {
+        w.u8(0);
+        let lengths: Vec<i64> = strings.iter().map(|s| s.len() as i64).collect();
+        encode_ints(w, &lengths, packing);
+        for s in strings {
+            w.raw(s);
+        }
+    }
+}
+
+fn index_width(entries: usize) -> usize {
+    match entries {
+        0..=256 => 1,
+        257..=65_536 => 2,
+        _ => 4,
+    }
+}
+
+// ---------------------------------------------------------------- decoding
+
+/// Decodes a column chunk payload (already checksum-verified and
+/// decompressed). Malformed payloads are errors, never panics.
+pub fn decode_chunk(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
+    let mut r = WireReader::new(payload);
+    let storage_type = ValueType::from_id(r.u8()?).ok_or_else(|| malformed("value type"))?;
+    // Every row costs at least a bit of payload, so a larger count is corrupt.
+    let rows = r.count("row count", (payload.len() as u64).saturating_mul(8).max(1 << 16))?;
+    let codes = decode_codes(&mut r, rows)?;
+    let n_exc = r.count("exception count", rows as u64)?;
+    let mut exceptions = Vec::with_capacity(n_exc);
+    let mut row = 0u64;
+    for _ in 0..n_exc {
+        row += r.varint()?;
+        let raw = r.bytes()?.to_vec();
+        let r32 = u32::try_from(row).map_err(|_| malformed("exception row"))?;
+        if row as usize >= rows || codes[row as usize] != CODE_EXCEPTION {
+            return Err(malformed("exception row does not match its code"));
+        }
+        exceptions.push((r32, raw));
+    }
+    if codes.iter().filter(|&&c| c == CODE_EXCEPTION).count() != n_exc {
+        return Err(malformed("exception count does not match the codes"));
+    }
+    let mut value_index = vec![u32::MAX; rows];
+    let mut n_values = 0u32;
+    for (i, &c) in codes.iter().enumerate() {
+        if c == CODE_VALUE {
+            value_index[i] = n_values;
+            n_values += 1;
+        }
+    }
+    let n = n_values as usize;
+    let values = match storage_type {
+        ValueType::Null if n == 0 => Values::Null,
+        ValueType::Null => return Err(malformed("values in an all-NULL chunk")),
+        ValueType::Int => Values::Int(decode_ints(&mut r, n)?),
+        ValueType::Date => Values::Date(checked_dates(decode_ints(&mut r, n)?)?),
+        ValueType::Decimal => {
+            let mantissas = decode_ints(&mut r, n)?;
+            let scales = decode_ints(&mut r, n)?
+                .into_iter()
+                .map(|s| u8::try_from(s).ok().filter(|&s| s <= value::MAX_DECIMAL_SCALE))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| malformed("decimal scale"))?;
+            Values::Decimal { mantissas, scales }
+        }
+        ValueType::Timestamp => {
+            let code: [u8; 4] = r.take(4)?.try_into().map_err(|_| malformed("timestamp format"))?;
+            let format = TimestampFormat::decode(code).ok_or_else(|| malformed("timestamp format"))?;
+            Values::Timestamp { format, seconds: decode_ints(&mut r, n)? }
+        }
+        ValueType::Bool => {
+            let spelling = r.u8()?;
+            if usize::from(spelling) >= value::BOOL_SPELLINGS.len() {
+                return Err(malformed("boolean spelling"));
+            }
+            let bits = decode_ints(&mut r, n)?.into_iter().map(|b| b != 0).collect();
+            Values::Bool { spelling, bits }
+        }
+        ValueType::String => Values::Str(decode_strings(&mut r, n)?),
+    };
+    if !r.is_at_end() {
+        return Err(malformed("trailing bytes in a column chunk"));
+    }
+    Ok(ColumnChunk { storage_type, codes, values, exceptions, value_index })
+}
+
+fn malformed(what: &str) -> CodecError {
+    CodecError::Malformed(format!("column chunk: {what}"))
+}
+
+fn checked_dates(days: Vec<i64>) -> Result<Vec<i64>, CodecError> {
+    if days.iter().any(|&d| i32::try_from(d).is_err()) {
+        return Err(malformed("date out of range"));
+    }
+    Ok(days)
+}
+
+fn decode_codes(r: &mut WireReader<'_>, rows: usize) -> Result<Vec<u8>, CodecError> {
+    match r.u8()? {
+        0 => Ok(vec![CODE_VALUE; rows]),
+        1 => {
+            let n_runs = r.count("run count", rows as u64)?;
+            let mut codes = Vec::with_capacity(rows);
+            for _ in 0..n_runs {
+                let n = r.count("run length", (rows - codes.len()) as u64)?;
+                let code = r.u8()?;
+                let valid = code == CODE_VALUE
+                    || code == CODE_EXCEPTION
+                    || code == CODE_MISSING
+                    || (CODE_FIRST_NULL..CODE_FIRST_NULL + NULL_TOKENS.len() as u8).contains(&code);
+                if !valid {
+                    return Err(malformed("row code"));
+                }
+                codes.extend(std::iter::repeat_n(code, n));
+            }
+            if codes.len() != rows {
+                return Err(malformed("runs do not cover the rows"));
+            }
+            Ok(codes)
+        }
+        m => Err(malformed(&format!("codes mode {m}"))),
+    }
+}
+
+fn decode_strings(r: &mut WireReader<'_>, n: usize) -> Result<StrValues, CodecError> {
+    let mode = r.u8()?;
+    let entries = match mode {
+        0 => n,
+        1 => r.count("dictionary size", n as u64)?,
+        m => return Err(malformed(&format!("string mode {m}"))),
+    };
+    let lengths = decode_ints(r, entries)?;
+    let mut offsets = Vec::with_capacity(entries + 1);
+    let mut total: u64 = 0;
+    offsets.push(0u32);
+    for &l in &lengths {
+        total = u64::try_from(l).ok().and_then(|l| total.checked_add(l)).ok_or_else(|| malformed("string length"))?;
+        offsets.push(u32::try_from(total).map_err(|_| malformed("strings too long"))?);
+    }
+    let bytes = r.take(usize::try_from(total).map_err(|_| malformed("strings too long"))?)?.to_vec();
+    let indices = if mode == 1 {
+        let ix = decode_ints(r, n)?;
+        let ix = ix
+            .into_iter()
+            .map(|i| u32::try_from(i).ok().filter(|&i| (i as usize) < entries))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| malformed("dictionary index"))?;
+        Some(ix)
+    } else {
+        None
+    };
+    Ok(StrValues { offsets, bytes, indices })
+}
+
+// ---------------------------------------------------------------- reading
+
+impl ColumnChunk {
+    pub fn rows(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// Appends the exact original text of the field in `row`. `Err` for a
+    /// missing field (the row layout must supply such rows).
+    pub fn write_field(&self, row: usize, dialect: &Dialect, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        match self.codes[row] {
+            CODE_VALUE => self.write_value(self.value_index[row] as usize, dialect, out),
+            CODE_EXCEPTION => out.extend_from_slice(self.exception(row).ok_or_else(|| malformed("exception missing"))?),
+            CODE_MISSING => return Err(malformed("a missing field in a regular row")),
+            null => out.extend_from_slice(NULL_TOKENS[usize::from(null - CODE_FIRST_NULL)]),
+        }
+        Ok(())
+    }
+
+    fn exception(&self, row: usize) -> Option<&[u8]> {
+        let i = self.exceptions.binary_search_by_key(&(row as u32), |(r, _)| *r).ok()?;
+        Some(&self.exceptions[i].1)
+    }
+
+    fn write_value(&self, i: usize, dialect: &Dialect, out: &mut Vec<u8>) {
+        match &self.values {
+            Values::Null => {}
+            Values::Int(v) => value::format_int(v[i], out),
+            Values::Decimal { mantissas, scales } => value::format_decimal_into(Decimal { mantissa: mantissas[i], scale: scales[i] }, out),
+            Values::Timestamp { format, seconds } => value::format_timestamp_into(seconds[i], *format, out),
+            Values::Date(days) => value::format_date_into(days[i] as i32, out),
+            Values::Bool { spelling, bits } => {
+                let (t, f) = value::BOOL_SPELLINGS[usize::from(*spelling)];
+                out.extend_from_slice(if bits[i] { t } else { f });
+            }
+            Values::Str(s) => write_canonical_string(s.get(i), dialect, out),
+        }
+    }
+
+    /// The typed value of `row` as stored (`None` for NULL or missing).
+    pub fn scalar(&self, row: usize, quote: Option<u8>) -> Option<Scalar> {
+        match self.codes[row] {
+            CODE_VALUE => Some(self.value_scalar(self.value_index[row] as usize)),
+            CODE_EXCEPTION => {
+                let raw = self.exception(row)?;
+                value::parse_lenient(self.storage_type, &unquote(raw, quote))
+            }
+            _ => None,
+        }
+    }
+
+    fn value_scalar(&self, i: usize) -> Scalar {
+        match &self.values {
+            Values::Null => Scalar::Str(Vec::new()),
+            Values::Int(v) => Scalar::Int(v[i]),
+            Values::Decimal { mantissas, scales } => Scalar::Decimal(Decimal { mantissa: mantissas[i], scale: scales[i] }),
+            Values::Timestamp { seconds, .. } => Scalar::Timestamp(seconds[i]),
+            Values::Date(days) => Scalar::Date(days[i] as i32),
+            Values::Bool { bits, .. } => Scalar::Bool(bits[i]),
+            Values::Str(s) => Scalar::Str(s.get(i).to_vec()),
+        }
+    }
+
+    /// The field's text as SQL sees it when the column is a string column:
+    /// the unquoted content (`None` for NULL or missing).
+    pub fn text(&self, row: usize, dialect: &Dialect) -> Option<Vec<u8>> {
+        match self.codes[row] {
+            CODE_VALUE => {
+                if let Values::Str(s) = &self.values {
+                    return Some(s.get(self.value_index[row] as usize).to_vec());
+                }
+                let mut out = Vec::new();
+                self.write_value(self.value_index[row] as usize, dialect, &mut out);
+                Some(out)
+            }
+            CODE_EXCEPTION => Some(unquote(self.exception(row)?, dialect.quote).into_owned()),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self, row: usize) -> bool {
+        self.codes[row] != CODE_VALUE && self.codes[row] != CODE_EXCEPTION
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::LineTerminator;
+
+    const D: Dialect = Dialect { delimiter: b',', quote: Some(b'"'), terminator: LineTerminator::Lf, has_header: true };
+
+    fn chunk_of(texts: &[&str]) -> (ColumnChunk, ColumnStats) {
+        let fields: Vec<Option<FieldRef<'_>>> = texts
+            .iter()
+            .map(|t| {
+                let kind = if t.starts_with('"') && t.ends_with('"') && t.len() >= 2 { FieldKind::Quoted } else { FieldKind::Bare };
+                Some(FieldRef { raw: t.as_bytes(), kind })
+            })
+            .collect();
+        let enc = encode_chunk(&fields, &D, IntPacking::Bits);
+        let chunk = decode_chunk(&enc.payload).unwrap();
+        for (row, t) in texts.iter().enumerate() {
+            let mut out = Vec::new();
+            chunk.write_field(row, &D, &mut out).unwrap();
+            assert_eq!(out, t.as_bytes(), "row {row}");
+        }
+        (chunk, enc.stats)
+    }
+
+    #[test]
+    fn integers_with_odd_spellings_stay_typed_and_exact() {
+        let mut texts: Vec<String> = (0..100).map(|i| (i * 7 - 50).to_string()).collect();
+        texts.extend(["007", "NA", "", "\"5\""].map(String::from));
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (chunk, stats) = chunk_of(&refs);
+        assert_eq!(chunk.storage_type, ValueType::Int);
+        assert_eq!(chunk.scalar(100, D.quote), Some(Scalar::Int(7)));
+        assert_eq!(chunk.scalar(103, D.quote), Some(Scalar::Int(5)));
+        assert_eq!(chunk.scalar(101, D.quote), None);
+        assert_eq!((stats.values, stats.nulls), (102, 2));
+        assert_eq!(stats.min, Some(Scalar::Int(-50)));
+    }
+
+    #[test]
+    fn decimals_timestamps_and_strings_round_trip() {
+        let (c, s) = chunk_of(&["1012", "1012.3", "-0.50", "10.357019999999999"]);
+        assert_eq!(c.storage_type, ValueType::Decimal);
+        assert_eq!(s.max, Some(Scalar::Decimal(Decimal { mantissa: 10123, scale: 1 })));
+        let mut stamps: Vec<String> = (0..20).map(|h| format!("2013-01-01T{:02}:00:00Z", h)).collect();
+        stamps.push("2013-01-01 12:00:00".into());
+        let refs: Vec<&str> = stamps.iter().map(String::as_str).collect();
+        let (c, _) = chunk_of(&refs);
+        assert_eq!(c.storage_type, ValueType::Timestamp);
+        assert_eq!(c.scalar(20, D.quote), Some(Scalar::Timestamp(1_357_041_600)));
+        let (c, _) = chunk_of(&["a", "\"b,c\"", "\"say \"\"hi\"\"\"", "\"\"", "\"quoted anyway\"", "x\"y"]);
+        assert_eq!(c.storage_type, ValueType::String);
+        assert_eq!(c.text(1, &D), Some(b"b,c".to_vec()));
+        assert_eq!(c.text(3, &D), Some(Vec::new()));
+    }
+
+    #[test]
+    fn corrupt_payloads_are_errors() {
+        let fields = [Some(FieldRef { raw: b"12", kind: FieldKind::Bare }); 50];
+        let enc = encode_chunk(&fields, &D, IntPacking::Bits);
+        for len in 0..enc.payload.len() {
+            let _ = decode_chunk(&enc.payload[..len]); // must not panic
+        }
+        for i in 0..enc.payload.len() {
+            let mut bad = enc.payload.clone();
+            bad[i] ^= 0x55;
+            let _ = decode_chunk(&bad);
+        }
+    }
+}

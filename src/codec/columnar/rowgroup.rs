@@ -1,0 +1,149 @@
+//! A row group: its records cut into column chunks plus the few rows the
+//! column model cannot hold (docs/FORMAT.md §5.1), and the way back to the
+//! exact text.
+//!
+//! A row is *regular* when it has exactly one field per column and ends with
+//! the dialect's terminator; its text is then the fields joined by the
+//! delimiter. Every other row (ragged, another line ending, the last row
+//! without a newline) is kept verbatim in the row layout, while its fields
+//! still go to the column chunks so SQL sees them.
+
+use super::chunk::{decode_chunk, encode_chunk, ColumnChunk, EncodedChunk, FieldRef};
+use super::scan::{scan_record, FieldSpan};
+use crate::codec::ints::IntPacking;
+use crate::codec::CodecError;
+use crate::format::wire::{WireReader, WireWriter};
+use crate::format::Dialect;
+
+/// The encoded pieces of one row group, before backend compression.
+pub struct EncodedRowGroup {
+    pub rows: u64,
+    pub columns: Vec<EncodedChunk>,
+    /// Present when some rows are irregular.
+    pub layout: Option<Vec<u8>>,
+}
+
+/// Irregular rows of a row group: (row, exact bytes incl. terminator).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowLayout {
+    pub rows: Vec<(u32, Vec<u8>)>,
+}
+
+/// Splits `text` (whole records) into column chunks for `n_columns` columns.
+/// `at_eof` tells whether the text ends the file (its last record may then
+/// lack a terminator).
+pub fn encode_row_group(text: &[u8], dialect: &Dialect, n_columns: usize, at_eof: bool, packing: IntPacking) -> Result<EncodedRowGroup, CodecError> {
+    let mut spans: Vec<FieldSpan> = Vec::new();
+    // field_range[row] = range of this row's fields in `spans`.
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    let mut layout = RowLayout::default();
+    let terminator = dialect.terminator.bytes();
+    let mut pos = 0;
+    while pos < text.len() {
+        let first = spans.len();
+        let rec = scan_record(text, pos, dialect.delimiter, dialect.quote, at_eof, &mut spans)
+            .ok_or_else(|| CodecError::Malformed("row group text ends inside a record".into()))?;
+        let n_fields = spans.len() - first;
+        let regular = n_fields == n_columns && &text[rec.content_end..rec.end] == terminator;
+        if !regular {
+            layout.rows.push((rows.len() as u32, text[rec.start..rec.end].to_vec()));
+        }
+        rows.push((first, spans.len()));
+        pos = rec.end;
+    }
+    let columns = (0..n_columns)
+        .map(|c| {
+            let fields: Vec<Option<FieldRef<'_>>> = rows
+                .iter()
+                .map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind }))
+                .collect();
+            encode_chunk(&fields, dialect, packing)
+        })
+        .collect();
+    let layout = (!layout.rows.is_empty()).then(|| encode_layout(&layout));
+    Ok(EncodedRowGroup { rows: rows.len() as u64, columns, layout })
+}
+
+fn encode_layout(layout: &RowLayout) -> Vec<u8> {
+    let mut w = WireWriter::new();
+    w.varint(layout.rows.len() as u64);
+    let mut prev = 0u32;
+    for (row, bytes) in &layout.rows {
+        w.varint(u64::from(row - prev));
+        w.bytes(bytes);
+        prev = *row;
+    }
+    w.into_bytes()
+}
+
+pub fn decode_layout(payload: &[u8], rows: u64) -> Result<RowLayout, CodecError> {
+    let mut r = WireReader::new(payload);
+    let n = r.count("irregular row count", rows)?;
+    let mut out = Vec::with_capacity(n);
+    let mut row = 0u64;
+    for i in 0..n {
+        let gap = r.varint()?;
+        if i > 0 && gap == 0 {
+            return Err(CodecError::Malformed("row layout repeats a row".into()));
+        }
+        row = row.checked_add(gap).filter(|&r| r < rows).ok_or_else(|| CodecError::Malformed("row layout row out of range".into()))?;
+        out.push((row as u32, r.bytes()?.to_vec()));
+    }
+    if !r.is_at_end() {
+        return Err(CodecError::Malformed("trailing bytes in a row layout".into()));
+    }
+    Ok(RowLayout { rows: out })
+}
+
+/// Rebuilds the exact text of a row group from its decoded chunks.
+pub fn write_row_group(columns: &[ColumnChunk], layout: Option<&RowLayout>, dialect: &Dialect, rows: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if columns.iter().any(|c| c.rows() as u64 != rows) {
+        return Err(CodecError::Malformed("column chunks disagree on the row count".into()));
+    }
+    let irregular = layout.map_or(&[][..], |l| &l.rows[..]);
+    let mut next_irregular = irregular.iter().peekable();
+    let terminator = dialect.terminator.bytes();
+    for row in 0..rows as usize {
+        if let Some((_, bytes)) = next_irregular.next_if(|(r, _)| *r as usize == row) {
+            out.extend_from_slice(bytes);
+            continue;
+        }
+        for (c, chunk) in columns.iter().enumerate() {
+            if c > 0 {
+                out.push(dialect.delimiter);
+            }
+            chunk.write_field(row, dialect, out)?;
+        }
+        out.extend_from_slice(terminator);
+    }
+    Ok(())
+}
+
+/// Decodes one column chunk payload (re-exported for the reader).
+pub fn decode_column(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
+    decode_chunk(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::LineTerminator;
+
+    fn round_trip(text: &[u8], n_columns: usize, terminator: LineTerminator) {
+        let dialect = Dialect { delimiter: b',', quote: Some(b'"'), terminator, has_header: false };
+        let enc = encode_row_group(text, &dialect, n_columns, true, IntPacking::Bytes).unwrap();
+        let chunks: Vec<ColumnChunk> = enc.columns.iter().map(|c| decode_chunk(&c.payload).unwrap()).collect();
+        let layout = enc.layout.as_ref().map(|l| decode_layout(l, enc.rows).unwrap());
+        let mut out = Vec::new();
+        write_row_group(&chunks, layout.as_ref(), &dialect, enc.rows, &mut out).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(text));
+    }
+
+    #[test]
+    fn regular_and_irregular_rows_round_trip() {
+        round_trip(b"1,a\n2,b\n", 2, LineTerminator::Lf);
+        round_trip(b"1,a\n2\n3,c,extra\n4,\"multi\nline\"\r\n5,e", 2, LineTerminator::Lf);
+        round_trip(b"1,a\r\n2,b\n", 2, LineTerminator::CrLf);
+        round_trip(b"\xff\xfe,\x00\n,\n", 2, LineTerminator::Lf);
+    }
+}

@@ -1,0 +1,16 @@
+//! at1fs: every file a verified, queryable, compressed `.at1` object.
+//!
+//! Layers, bottom up (see docs/ARCHITECTURE.md):
+//! - [`value`]: typed field values and their canonical texts;
+//! - [`format`]: the `.at1` byte layout (docs/FORMAT.md);
+//! - [`codec`]: original bytes to block payloads and back;
+//! - [`gate`]: the one verified write path: encode, decode-check, SHA-256,
+//!   atomic commit;
+//! - [`reader`]: the one read path: byte ranges, columns, point/range/
+//!   aggregate lookups, with a block cache and recall-cost accounting.
+
+pub mod codec;
+pub mod format;
+pub mod gate;
+pub mod reader;
+pub mod value;

@@ -1,0 +1,398 @@
+//! The one read path: the mount, SQL and the CLI all read objects through
+//! [`Reader`].
+//!
+//! - [`Object`] maps a file, checks header, trailer and footer, and hands out
+//!   blocks only after their CRC-32C matched;
+//! - [`Reader`] serves byte ranges (decoding only the segments they touch),
+//!   column chunks, and point / range / aggregate lookups pruned by the zone
+//!   maps, through a shared [`BlockCache`];
+//! - every call reports an [`AccessCost`]: the bytes it read from the object
+//!   and the bytes it decoded — the *recall cost*.
+//!
+//! Bytes leave the reader only after the CRC-32C of the original bytes of
+//! their segment matched, so a decoder bug or a corruption the block CRC
+//! could not see still gives an error, never wrong bytes.
+
+pub mod cache;
+mod lookup;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+use thiserror::Error;
+
+pub use cache::BlockCache;
+use cache::{CacheEntry, CacheKey, ObjectKey, Piece};
+pub use lookup::{logical_value, may_contain, stats_apply, Aggregate, AggregateResult, Row};
+
+use crate::codec::columnar::{self, ColumnChunk};
+use crate::codec::ints::IntPacking;
+use crate::codec::{backend, decode_segment, BlockSource, CodecError};
+use crate::format::{
+    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN,
+    TRAILER_LEN,
+};
+
+/// Why a read failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Codec(CodecError),
+    #[error("segment {segment} (original bytes {offset}..{end}) decoded to bytes that fail their checksum")]
+    SegmentMismatch { segment: usize, offset: u64, end: u64 },
+    #[error("the object is not a table (it was not stored with the columnar codec)")]
+    NotATable,
+    #[error("no column named {0:?}")]
+    UnknownColumn(String),
+}
+
+impl From<CodecError> for ReadError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Format(f) => ReadError::Format(f),
+            CodecError::Io(e) => ReadError::Io(e),
+            other => ReadError::Codec(other),
+        }
+    }
+}
+
+/// What an access cost: bytes read from the object (block payloads as
+/// stored, plus metadata where the caller counts it) and bytes decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessCost {
+    pub bytes_read: u64,
+    pub bytes_decoded: u64,
+    pub blocks_decoded: u64,
+    pub cache_hits: u64,
+}
+
+impl AccessCost {
+    pub fn add(&mut self, other: AccessCost) {
+        self.bytes_read += other.bytes_read;
+        self.bytes_decoded += other.bytes_decoded;
+        self.blocks_decoded += other.blocks_decoded;
+        self.cache_hits += other.cache_hits;
+    }
+}
+
+enum ObjectBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ObjectBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ObjectBytes::Mapped(m) => m,
+            ObjectBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A parsed, checked `.at1` object.
+pub struct Object {
+    bytes: ObjectBytes,
+    trailer: Trailer,
+    footer: Footer,
+    key: ObjectKey,
+    /// Segment index of each row group (for row groups stored raw).
+    row_group_segment: Vec<usize>,
+    /// Decoded dictionaries by block id, loaded on first use.
+    dictionaries: Mutex<HashMap<u32, Arc<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object").field("len", &self.bytes.len()).field("original_len", &self.trailer.original_len).finish()
+    }
+}
+
+impl Object {
+    /// Maps and checks the object at `path`.
+    ///
+    /// Objects are immutable once committed (the gate replaces them by
+    /// rename, never in place), which is what makes mapping them safe.
+    pub fn open(path: &Path) -> Result<Object, ReadError> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Err(FormatError::NotAt1.into());
+        }
+        // SAFETY: see above; a file truncated under us by another program is
+        // outside what the store allows.
+        let map = unsafe { Mmap::map(&file)? };
+        Self::parse(ObjectBytes::Mapped(map))
+    }
+
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Object, ReadError> {
+        Self::parse(ObjectBytes::Owned(bytes))
+    }
+
+    fn parse(bytes: ObjectBytes) -> Result<Object, ReadError> {
+        check_header(&bytes[..bytes.len().min(HEADER_LEN as usize)])?;
+        let len = bytes.len() as u64;
+        if len < HEADER_LEN + TRAILER_LEN {
+            return Err(FormatError::Truncated(format!("{len} bytes is less than a header and a trailer")).into());
+        }
+        let trailer_at = (len - TRAILER_LEN) as usize;
+        let trailer = Trailer::decode(&bytes[trailer_at..], len)?;
+        let footer_bytes = &bytes[trailer.footer_offset as usize..trailer_at];
+        let footer = decode_footer(footer_bytes, &trailer)?;
+        let mut row_group_segment = vec![usize::MAX; footer.table.as_ref().map_or(0, |t| t.row_groups.len())];
+        for (i, s) in footer.segments.iter().enumerate() {
+            if let SegmentKind::RowGroup(rg) = s.kind {
+                row_group_segment[rg as usize] = i;
+            }
+        }
+        let key = ObjectKey {
+            sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])),
+            footer_crc: trailer.footer_crc32c,
+        };
+        Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    pub fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    pub fn table(&self) -> Option<&Table> {
+        self.footer.table.as_ref()
+    }
+
+    pub fn original_len(&self) -> u64 {
+        self.trailer.original_len
+    }
+
+    pub fn stored_len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Bytes a reader must read before it can locate any block: header,
+    /// footer and trailer.
+    pub fn metadata_len(&self) -> u64 {
+        HEADER_LEN + self.trailer.footer_stored_len + TRAILER_LEN
+    }
+
+    /// The stored bytes of block `id`, after their CRC-32C matched.
+    pub fn verified_block(&self, id: u32) -> Result<VerifiedBlock<'_>, FormatError> {
+        let desc = self
+            .footer
+            .blocks
+            .get(id as usize)
+            .ok_or_else(|| FormatError::Inconsistent(format!("no block {id}")))?;
+        let bytes = &self.bytes[desc.offset as usize..(desc.offset + desc.stored_len) as usize];
+        VerifiedBlock::check(id, desc, bytes)
+    }
+
+    /// Checks every block's CRC-32C without decoding (a cheap scrub).
+    pub fn check_all_blocks(&self) -> Result<(), FormatError> {
+        (0..self.footer.blocks.len() as u32).try_for_each(|id| self.verified_block(id).map(|_| ()))
+    }
+
+    fn dictionary(&self, id: u32, cost: &Cell<AccessCost>) -> Result<Arc<Vec<u8>>, CodecError> {
+        if let Some(d) = self.dictionaries.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(d);
+        }
+        let block = self.verified_block(id)?;
+        if block.desc().role != BlockRole::Dictionary {
+            return Err(CodecError::Malformed(format!("block {id} is not a dictionary")));
+        }
+        let dict = Arc::new(backend::decompress(&block, None)?);
+        charge(cost, block.desc().stored_len, dict.len() as u64);
+        if let Ok(mut m) = self.dictionaries.lock() {
+            m.insert(id, dict.clone());
+        }
+        Ok(dict)
+    }
+
+    fn segment_index_at(&self, offset: u64) -> usize {
+        self.footer.segments.partition_point(|s| s.offset + s.len <= offset)
+    }
+}
+
+fn charge(cost: &Cell<AccessCost>, read: u64, decoded: u64) {
+    let mut c = cost.get();
+    c.bytes_read += read;
+    c.bytes_decoded += decoded;
+    c.blocks_decoded += 1;
+    cost.set(c);
+}
+
+/// [`BlockSource`] over an object, charging every block to a cost.
+struct ObjectSource<'a> {
+    object: &'a Object,
+    cost: &'a Cell<AccessCost>,
+}
+
+impl BlockSource for ObjectSource<'_> {
+    fn payload(&self, id: u32) -> Result<Arc<Vec<u8>>, CodecError> {
+        let block = self.object.verified_block(id)?;
+        let dict = match block.desc().dict {
+            Some(d) => Some(self.object.dictionary(d, self.cost)?),
+            None => None,
+        };
+        let payload = backend::decompress(&block, dict.as_deref().map(Vec::as_slice))?;
+        charge(self.cost, block.desc().stored_len, payload.len() as u64);
+        Ok(Arc::new(payload))
+    }
+}
+
+/// Reads one object through a shared cache.
+#[derive(Clone)]
+pub struct Reader {
+    object: Arc<Object>,
+    cache: Option<Arc<BlockCache>>,
+}
+
+impl Reader {
+    pub fn new(object: Arc<Object>, cache: Option<Arc<BlockCache>>) -> Self {
+        Self { object, cache }
+    }
+
+    pub fn open(path: &Path) -> Result<Reader, ReadError> {
+        Ok(Self::new(Arc::new(Object::open(path)?), None))
+    }
+
+    pub fn object(&self) -> &Arc<Object> {
+        &self.object
+    }
+
+    fn cached(&self, piece: Piece, cost: &mut AccessCost) -> Option<CacheEntry> {
+        let hit = self.cache.as_ref()?.get(&CacheKey { object: self.object.key, piece })?;
+        cost.cache_hits += 1;
+        Some(hit)
+    }
+
+    fn remember(&self, piece: Piece, entry: CacheEntry) {
+        if let Some(c) = &self.cache {
+            c.insert(CacheKey { object: self.object.key, piece }, entry);
+        }
+    }
+
+    /// The verified original bytes of segment `index`.
+    pub fn segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
+        if let Some(CacheEntry::Text(t)) = self.cached(Piece::Segment(index as u32), cost) {
+            return Ok(t);
+        }
+        let segment = &self.object.footer.segments[index];
+        let cell = Cell::new(AccessCost::default());
+        let source = ObjectSource { object: &self.object, cost: &cell };
+        let mut text = Vec::with_capacity(segment.len as usize);
+        decode_segment(&source, &segment.kind, self.object.table(), &mut text)?;
+        cost.add(cell.get());
+        if text.len() as u64 != segment.len || crc32c(&text) != segment.crc32c {
+            return Err(ReadError::SegmentMismatch { segment: index, offset: segment.offset, end: segment.offset + segment.len });
+        }
+        let text = Arc::new(text);
+        if !matches!(segment.kind, SegmentKind::Literal(_)) {
+            self.remember(Piece::Segment(index as u32), CacheEntry::Text(text.clone()));
+        }
+        Ok(text)
+    }
+
+    /// Reads up to `len` original bytes from `offset`, decoding only the
+    /// segments that overlap them. Short only at the end of the original.
+    pub fn read_at(&self, offset: u64, len: usize, cost: &mut AccessCost) -> Result<Vec<u8>, ReadError> {
+        let end = offset.saturating_add(len as u64).min(self.object.original_len());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut index = self.object.segment_index_at(offset);
+        let mut pos = offset;
+        while pos < end {
+            let segment = &self.object.footer.segments[index];
+            let text = self.segment_text(index, cost)?;
+            let from = (pos - segment.offset) as usize;
+            let to = ((end - segment.offset) as usize).min(text.len());
+            out.extend_from_slice(&text[from..to]);
+            pos = segment.offset + to as u64;
+            index += 1;
+        }
+        Ok(out)
+    }
+
+    /// Index of the segment after the one holding `offset` (for prefetch).
+    pub fn next_segment_after(&self, offset: u64) -> Option<usize> {
+        let i = self.object.segment_index_at(offset) + 1;
+        (i < self.object.footer.segments.len()).then_some(i)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.object.footer.segments.len()
+    }
+
+    /// Column `col` of row group `rg`, decoded (and cached).
+    pub fn column(&self, rg: usize, col: usize, cost: &mut AccessCost) -> Result<Arc<ColumnChunk>, ReadError> {
+        if let Some(CacheEntry::Column(c)) = self.cached(Piece::Column(rg as u32, col as u32), cost) {
+            return Ok(c);
+        }
+        let table = self.object.table().ok_or(ReadError::NotATable)?;
+        let meta = table.row_groups.get(rg).ok_or_else(|| FormatError::Inconsistent(format!("no row group {rg}")))?;
+        match &meta.storage {
+            RowGroupStorage::Columnar { columns, .. } => {
+                let block = *columns.get(col).ok_or_else(|| ReadError::UnknownColumn(format!("#{col}")))?;
+                let cell = Cell::new(AccessCost::default());
+                let payload = ObjectSource { object: &self.object, cost: &cell }.payload(block)?;
+                cost.add(cell.get());
+                let chunk = Arc::new(columnar::decode_column(&payload)?);
+                self.remember(Piece::Column(rg as u32, col as u32), CacheEntry::Column(chunk.clone()));
+                Ok(chunk)
+            }
+            RowGroupStorage::Raw { .. } => {
+                // A row group kept raw: parse its verified text back into
+                // columns with the codec's own encoder and decoder, so its
+                // values are read exactly as a columnar one's would be.
+                let segment = self.object.row_group_segment[rg];
+                let text = self.segment_text(segment, cost)?;
+                let at_eof = segment + 1 == self.object.footer.segments.len();
+                let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes)?;
+                let mut wanted = None;
+                for (c, enc) in encoded.columns.iter().enumerate() {
+                    let chunk = Arc::new(columnar::decode_column(&enc.payload)?);
+                    self.remember(Piece::Column(rg as u32, c as u32), CacheEntry::Column(chunk.clone()));
+                    if c == col {
+                        wanted = Some(chunk);
+                    }
+                }
+                wanted.ok_or_else(|| ReadError::UnknownColumn(format!("#{col}")))
+            }
+        }
+    }
+
+    /// Decodes every segment in order into `out`, then checks the SHA-256 of
+    /// everything written against the trailer's.
+    pub fn extract(&self, out: &mut dyn io::Write, mut progress: impl FnMut(u64)) -> Result<AccessCost, ReadError> {
+        use sha2::Digest;
+        let mut sha = sha2::Sha256::new();
+        let mut cost = AccessCost::default();
+        for i in 0..self.segment_count() {
+            let text = self.segment_text(i, &mut cost)?;
+            sha.update(&text[..]);
+            out.write_all(&text)?;
+            progress(text.len() as u64);
+        }
+        if sha.finalize()[..] != self.object.trailer.original_sha256 {
+            return Err(ReadError::Format(FormatError::Inconsistent("SHA-256 of the decoded bytes does not match the trailer".into())));
+        }
+        Ok(cost)
+    }
+}
+
+/// Whole-object check: every block CRC, every segment decoded and checked,
+/// and the SHA-256 of the whole. Names the first bad block or segment.
+pub fn verify(object: Arc<Object>) -> Result<AccessCost, ReadError> {
+    object.check_all_blocks()?;
+    Reader::new(object, None).extract(&mut io::sink(), |_| {})
+}
