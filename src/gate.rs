@@ -57,8 +57,10 @@ const DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
 pub struct GateConfig {
     pub codec: CodecChoice,
     pub backend: Backend,
-    /// zstd level (1..=22), or xz preset (0..=9, 10 = `-9e`).
+    /// Level for raw frames: zstd 1..=22, or xz preset 0..=9 (10 = `-9e`).
     pub level: i32,
+    /// Level for column chunks and row layouts.
+    pub column_level: i32,
     /// Original bytes per raw frame.
     pub frame_size: usize,
     pub row_group_rows: usize,
@@ -72,7 +74,12 @@ pub struct GateConfig {
     pub threads: usize,
 }
 
+/// Text in raw frames gains ~25% from zstd 19 over the fast levels, and the
+/// ratio is what the store is for.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 19;
+/// Typed column chunks gain under 2% from level 19 over 9 and compress three
+/// times faster at 9 (BENCHMARKS.md), so columns default lower.
+pub const DEFAULT_ZSTD_COLUMN_LEVEL: i32 = 9;
 pub const DEFAULT_XZ_LEVEL: i32 = 9;
 
 impl Default for GateConfig {
@@ -81,6 +88,7 @@ impl Default for GateConfig {
             codec: CodecChoice::Auto,
             backend: Backend::Zstd,
             level: DEFAULT_ZSTD_LEVEL,
+            column_level: DEFAULT_ZSTD_COLUMN_LEVEL,
             frame_size: 128 << 10,
             row_group_rows: 65_536,
             row_group_bytes: 128 << 10,
@@ -93,12 +101,21 @@ impl Default for GateConfig {
 }
 
 impl GateConfig {
-    /// The default level for a backend.
-    pub fn default_level(backend: Backend) -> i32 {
-        match backend {
-            Backend::Xz => DEFAULT_XZ_LEVEL,
-            _ => DEFAULT_ZSTD_LEVEL,
-        }
+    /// Sets the backend with its default levels.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        (self.level, self.column_level) = match backend {
+            Backend::Xz => (DEFAULT_XZ_LEVEL, DEFAULT_XZ_LEVEL),
+            _ => (DEFAULT_ZSTD_LEVEL, DEFAULT_ZSTD_COLUMN_LEVEL),
+        };
+        self
+    }
+
+    /// Sets one level for frames and columns alike.
+    pub fn with_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self.column_level = level;
+        self
     }
 
     fn settings(&self) -> Settings {
@@ -106,6 +123,7 @@ impl GateConfig {
             codec: self.codec,
             backend: self.backend,
             level: self.level,
+            column_level: self.column_level,
             frame_size: self.frame_size as u64,
             row_group_rows: self.row_group_rows as u64,
             row_group_bytes: self.row_group_bytes as u64,
@@ -461,9 +479,16 @@ impl Cutter<'_> {
         while pos < buf.len() {
             fields.clear();
             let Some(rec) = columnar::scan_record(buf, pos, d.delimiter, d.quote, at_eof, &mut fields) else { break };
+            // A record that would push the group past its byte bound starts
+            // the next group (a single longer record is a group of its own).
+            if rows > 0 && rec.end - group_start > self.cfg.row_group_bytes {
+                self.send(UnitKind::RowGroup { text: buf[group_start..pos].to_vec(), at_eof: false, table: shape.clone() })?;
+                group_start = pos;
+                rows = 0;
+            }
             pos = rec.end;
             rows += 1;
-            if rows >= self.cfg.row_group_rows || pos - group_start >= self.cfg.row_group_bytes {
+            if rows >= self.cfg.row_group_rows {
                 let last = at_eof && pos == buf.len();
                 self.send(UnitKind::RowGroup { text: buf[group_start..pos].to_vec(), at_eof: last, table: shape.clone() })?;
                 group_start = pos;
@@ -481,15 +506,12 @@ impl Cutter<'_> {
 // ---------------------------------------------------------------- workers
 
 fn encode_worker(cfg: &GateConfig, rx: &Receiver<Unit>, tx: &Sender<Result<Verified, GateError>>) {
-    let mut compressor = match BlockCompressor::new(cfg.backend, cfg.level) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx.send(Err(e.into()));
-            return;
-        }
+    let mut compressors = Compressors {
+        frames: BlockCompressor::new(cfg.backend, cfg.level),
+        columns: BlockCompressor::new(cfg.backend, cfg.column_level),
     };
     for unit in rx.iter() {
-        let result = encode_and_verify(unit, cfg, &mut compressor);
+        let result = encode_and_verify(unit, cfg, &mut compressors);
         let failed = result.is_err();
         if tx.send(result).is_err() || failed {
             return;
@@ -497,13 +519,19 @@ fn encode_worker(cfg: &GateConfig, rx: &Receiver<Unit>, tx: &Sender<Result<Verif
     }
 }
 
-fn encode_and_verify(unit: Unit, cfg: &GateConfig, compressor: &mut BlockCompressor) -> Result<Verified, GateError> {
+/// A worker's compressors: one per level in use.
+struct Compressors {
+    frames: BlockCompressor,
+    columns: BlockCompressor,
+}
+
+fn encode_and_verify(unit: Unit, cfg: &GateConfig, compressors: &mut Compressors) -> Result<Verified, GateError> {
     let seq = unit.seq;
     let (encoded, original) = match unit.kind {
         UnitKind::Literal(bytes) => (Encoded::Literal(bytes.clone()), bytes),
         UnitKind::Dictionary(dict) => {
             // The dictionary itself is compressed without a dictionary.
-            let mut plain = BlockCompressor::new(Backend::Zstd, DEFAULT_ZSTD_LEVEL)?;
+            let mut plain = BlockCompressor::new(Backend::Zstd, DEFAULT_ZSTD_LEVEL);
             let block = make_block(&mut plain, &dict.bytes, BlockRole::Dictionary, None)?;
             let back = LocalSource { blocks: std::slice::from_ref(&block), dict: None }.payload(0)?;
             if back.as_slice() != dict.bytes.as_slice() {
@@ -513,10 +541,10 @@ fn encode_and_verify(unit: Unit, cfg: &GateConfig, compressor: &mut BlockCompres
         }
         UnitKind::Frame { text, dict } => {
             let payload = fault_injection::maybe_corrupt(&text);
-            let block = make_block(compressor, &payload, BlockRole::Frame, dict.as_deref())?;
+            let block = make_block(&mut compressors.frames, &payload, BlockRole::Frame, dict.as_deref())?;
             (Encoded::Frame { block, dict }, text)
         }
-        UnitKind::RowGroup { text, at_eof, table } => (encode_row_group(&text, at_eof, &table, cfg, compressor)?, text),
+        UnitKind::RowGroup { text, at_eof, table } => (encode_row_group(&text, at_eof, &table, cfg, compressors)?, text),
     };
     let decoded = decode_unit(&encoded, seq)?;
     if decoded != original {
@@ -560,28 +588,32 @@ fn make_block(compressor: &mut BlockCompressor, payload: &[u8], role: BlockRole,
 
 /// Encodes a row group as columns and, unless the layout must stay
 /// queryable, also as one raw frame; keeps the smaller.
-fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateConfig, compressor: &mut BlockCompressor) -> Result<Encoded, GateError> {
+fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateConfig, compressors: &mut Compressors) -> Result<Encoded, GateError> {
     let n_columns = shape.column_names.len();
     let enc = columnar::encode_row_group(text, &shape.dialect, n_columns, at_eof, cfg.packing())?;
     let mut blocks = Vec::with_capacity(n_columns + 1);
     let layout = match &enc.layout {
         Some(l) => {
-            blocks.push(make_block(compressor, l, BlockRole::RowLayout, None)?);
+            blocks.push(make_block(&mut compressors.columns, l, BlockRole::RowLayout, None)?);
             Some(0)
         }
         None => None,
+    };
+    let try_raw = cfg.codec == CodecChoice::Auto && !cfg.keep_queryable && {
+        let payloads: Vec<&[u8]> = enc.columns.iter().map(|c| c.payload.as_slice()).chain(enc.layout.as_deref()).collect();
+        raw_might_win(text, &payloads)
     };
     let mut columns = Vec::with_capacity(n_columns);
     let mut stats = Vec::with_capacity(n_columns);
     for chunk in enc.columns {
         columns.push(blocks.len() as u32);
         let payload = fault_injection::maybe_corrupt_within(&chunk.payload, text);
-        blocks.push(make_block(compressor, &payload, BlockRole::Column, None)?);
+        blocks.push(make_block(&mut compressors.columns, &payload, BlockRole::Column, None)?);
         stats.push(chunk.stats);
     }
     let columnar_bytes: u64 = blocks.iter().map(|b| b.desc.stored_len).sum();
-    if cfg.codec == CodecChoice::Auto && !cfg.keep_queryable {
-        let frame = make_block(compressor, text, BlockRole::Frame, None)?;
+    if try_raw {
+        let frame = make_block(&mut compressors.frames, text, BlockRole::Frame, None)?;
         if frame.desc.stored_len < columnar_bytes {
             let storage = RowGroupStorage::Raw { block: 0 };
             return Ok(Encoded::RowGroup { blocks: vec![frame], storage, rows: enc.rows, stats, dialect: shape.dialect });
@@ -589,6 +621,17 @@ fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateCon
     }
     let storage = RowGroupStorage::Columnar { layout, columns };
     Ok(Encoded::RowGroup { blocks, storage, rows: enc.rows, stats, dialect: shape.dialect })
+}
+
+/// Whether compressing the row group's text raw could beat its columnar
+/// form, judged cheaply: both forms at zstd level 1, which costs a fraction
+/// of the real backend. Only when raw is within 10% of columnar there does
+/// the row group pay for a full-strength raw trial (text gains more from high
+/// levels than typed columns do, hence the margin).
+fn raw_might_win(text: &[u8], payloads: &[&[u8]]) -> bool {
+    let quick = |b: &[u8]| zstd::bulk::compress(b, 1).map_or(b.len(), |c| c.len());
+    let columnar: usize = payloads.iter().map(|p| quick(p)).sum();
+    quick(text) * 10 < columnar * 11
 }
 
 /// The decode check: runs the reader's segment decoder on the unit's stored

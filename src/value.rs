@@ -193,17 +193,26 @@ pub fn is_null_token(text: &[u8]) -> bool {
 
 /// Parses the canonical text of an i64: `-?(0|[1-9][0-9]*)`, no `-0`.
 pub fn parse_canonical_int(text: &[u8]) -> Option<i64> {
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
         return None;
     }
-    if digits.len() > 1 && digits[0] == b'0' {
-        return None;
+    // Accumulate negatively so that i64::MIN parses too.
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
     }
-    if text[0] == b'-' && digits == b"0" {
-        return None;
+    if negative {
+        (v != 0).then_some(v)
+    } else {
+        v.checked_neg()
     }
-    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 pub fn format_int(v: i64, out: &mut Vec<u8>) {
@@ -577,8 +586,26 @@ fn trim_ascii(text: &[u8]) -> &[u8] {
 }
 
 fn lenient_int(text: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(text).ok()?;
-    s.strip_prefix('+').unwrap_or(s).parse().ok()
+    let text = text.strip_prefix(b"+").unwrap_or(text);
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 /// A number as exact as it can be: an Int, else a Decimal, else a Float.

@@ -49,7 +49,7 @@ fn describe(object: &Object) -> Value {
         "codec": codec_summary(object),
         "metadata_bytes": object.metadata_len(),
         "settings": {
-            "codec": s.codec.name(), "backend": s.backend.name(), "level": s.level,
+            "codec": s.codec.name(), "backend": s.backend.name(), "level": s.level, "column_level": s.column_level,
             "frame_size": s.frame_size, "row_group_rows": s.row_group_rows,
             "row_group_bytes": s.row_group_bytes, "chunk_lines": s.chunk_lines,
             "keep_queryable": s.keep_queryable, "writer": s.writer,
@@ -65,7 +65,15 @@ fn describe(object: &Object) -> Value {
             .enumerate()
             .map(|(c, def)| {
                 let nulls: u64 = t.row_groups.iter().map(|r| r.stats[c].nulls).sum();
-                json!({"name": def.name, "type": def.logical_type.name(), "nulls": nulls})
+                let stored: u64 = t
+                    .row_groups
+                    .iter()
+                    .filter_map(|r| match &r.storage {
+                        RowGroupStorage::Columnar { columns, .. } => Some(footer.blocks[columns[c] as usize].stored_len),
+                        RowGroupStorage::Raw { .. } => None,
+                    })
+                    .sum();
+                json!({"name": def.name, "type": def.logical_type.name(), "nulls": nulls, "stored_bytes": stored})
             })
             .collect();
         let row_groups: Vec<Value> = t
@@ -134,10 +142,11 @@ pub fn run(object: &Object, json: bool, list_row_groups: bool) -> Result<()> {
         for (c, col) in t["columns"].as_array().into_iter().flatten().enumerate() {
             let (min, max) = table.map_or((Value::Null, Value::Null), |tb| column_bounds(tb, c));
             println!(
-                "  column {:<3} {:<24} {:<10} nulls {:<8} min {} max {}",
+                "  column {:<3} {:<24} {:<10} {:>10} B  nulls {:<8} min {} max {}",
                 c,
                 col["name"].as_str().unwrap_or(""),
                 col["type"].as_str().unwrap_or(""),
+                col["stored_bytes"],
                 col["nulls"],
                 min,
                 max

@@ -72,7 +72,8 @@ pub struct CompressArgs {
     pub codec: CodecArg,
     #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
     pub backend: BackendArg,
-    /// Backend level (zstd 1-22, default 19; xz 0-9, 10 = -9e, default 9).
+    /// Backend level for every block (zstd 1-22, xz 0-9 with 10 = -9e).
+    /// Default: zstd 19 for raw frames and 9 for columns; xz 9.
     #[arg(long)]
     pub level: Option<i32>,
     /// Lines read per chunk of input (the unit of streaming).
@@ -176,12 +177,13 @@ fn compress(args: &CompressArgs) -> Result<()> {
             CodecArg::Columnar => CodecChoice::Columnar,
             CodecArg::Raw => CodecChoice::Raw,
         },
-        backend: args.backend.backend(),
-        level: args.level.unwrap_or(GateConfig::default_level(args.backend.backend())),
         chunk_lines: args.chunk_lines.max(1),
         keep_queryable: args.keep_queryable,
-        ..GateConfig::default()
+        ..GateConfig::default().with_backend(args.backend.backend())
     };
+    if let Some(level) = args.level {
+        cfg = cfg.with_level(level);
+    }
     args.layout.apply(&mut cfg);
     let total = if is_dash(&args.input) { None } else { std::fs::metadata(&args.input).ok().map(|m| m.len()) };
     let bar = progress_bar(total);

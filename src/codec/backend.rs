@@ -25,8 +25,8 @@ pub struct BlockCompressor {
 }
 
 impl BlockCompressor {
-    pub fn new(backend: Backend, level: i32) -> Result<Self, CodecError> {
-        Ok(Self { backend, level, zstd: None, dict_id: None })
+    pub fn new(backend: Backend, level: i32) -> Self {
+        Self { backend, level, zstd: None, dict_id: None }
     }
 
     /// Compresses `payload`, with `dict` (block id, dictionary bytes) when
@@ -133,23 +133,34 @@ fn xz_decompress(stored: &[u8], decoded_len: u64) -> Result<Vec<u8>, CodecError>
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: creating one costs more
+    /// than decoding a small block.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_decompress(stored: &[u8], dict: Option<&[u8]>, len: usize) -> Result<Vec<u8>, CodecError> {
+    ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(backend_error)?),
+        };
+        // Loading an empty dictionary clears a previous one.
+        d.set_dictionary(dict.unwrap_or(&[])).map_err(backend_error)?;
+        let mut out = Vec::with_capacity(len);
+        d.decompress_to_buffer(stored, &mut out).map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?;
+        Ok(out)
+    })
+}
+
 /// Decompresses a verified block into exactly `decoded_len` bytes.
 pub fn decompress(block: &VerifiedBlock<'_>, dict: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
     let desc = block.desc();
     let len = usize::try_from(desc.decoded_len).map_err(|_| CodecError::Malformed("decoded length".into()))?;
     let out = match desc.backend {
         Backend::Stored => block.bytes().to_vec(),
-        Backend::Zstd => {
-            let mut d = match dict {
-                Some(bytes) => zstd::bulk::Decompressor::with_dictionary(bytes),
-                None => zstd::bulk::Decompressor::new(),
-            }
-            .map_err(backend_error)?;
-            let mut out = Vec::with_capacity(len);
-            d.decompress_to_buffer(block.bytes(), &mut out)
-                .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?;
-            out
-        }
+        Backend::Zstd => zstd_decompress(block.bytes(), dict, len)?,
         Backend::Xz => xz_decompress(block.bytes(), desc.decoded_len)?,
     };
     if out.len() != len {
@@ -178,7 +189,7 @@ mod tests {
     use crate::format::{crc32c, BlockDesc, BlockRole};
 
     fn round_trip(backend: Backend, level: i32, payload: &[u8]) {
-        let mut c = BlockCompressor::new(backend, level).unwrap();
+        let mut c = BlockCompressor::new(backend, level);
         let (stored, used) = c.compress(payload, None).unwrap();
         let desc = BlockDesc {
             offset: 16,
@@ -214,7 +225,7 @@ mod tests {
                 (x >> 32) as u8
             })
             .collect();
-        let (stored, used) = BlockCompressor::new(Backend::Zstd, 19).unwrap().compress(&noise, None).unwrap();
+        let (stored, used) = BlockCompressor::new(Backend::Zstd, 19).compress(&noise, None).unwrap();
         assert_eq!(used, Backend::Stored);
         assert_eq!(stored, noise);
     }

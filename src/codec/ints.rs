@@ -55,8 +55,11 @@ pub fn encode_ints(w: &mut WireWriter, values: &[i64], packing: IntPacking) {
     let deltas = deltas(values);
     let (dmin, dmax) = min_max(&deltas);
     let delta_range = (dmax as i128 - dmin as i128) as u128;
-    // Delta pays for its extra header only when its range is narrower.
-    let use_delta = bit_width(delta_range) < bit_width(for_range);
+    // Choose by the bits the values need one by one, not by the widest:
+    // deltas of a mostly-sorted column are small except at a few jumps, and
+    // the backend's entropy coder turns many small values into few bits
+    // whatever the packed width.
+    let use_delta = spread_cost(deltas.iter().map(|&d| zigzag(d))) < spread_cost(values.iter().map(|&v| (v as i128 - min as i128) as u64));
     let (base, range, body): (i64, u128, Vec<u64>) = if use_delta {
         (dmin, delta_range, deltas.iter().map(|&d| (d as i128 - dmin as i128) as u64).collect())
     } else {
@@ -151,6 +154,16 @@ pub fn decode_ints(r: &mut WireReader<'_>, n: usize) -> Result<Vec<i64>, CodecEr
 
 fn too_long() -> CodecError {
     CodecError::Malformed("integer stream length overflows".into())
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Sum of the significant bits of each value: a cheap proxy for what an
+/// entropy coder will make of the stream.
+fn spread_cost(values: impl Iterator<Item = u64>) -> u64 {
+    values.map(|v| u64::from(64 - v.leading_zeros())).sum()
 }
 
 fn arithmetic_step(values: &[i64]) -> Option<i64> {

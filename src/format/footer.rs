@@ -21,7 +21,10 @@ pub struct Footer {
 pub struct Settings {
     pub codec: CodecChoice,
     pub backend: Backend,
+    /// Level of raw frames.
     pub level: i32,
+    /// Level of column chunks and row layouts.
+    pub column_level: i32,
     pub frame_size: u64,
     pub row_group_rows: u64,
     pub row_group_bytes: u64,
@@ -418,6 +421,7 @@ fn encode_settings(w: &mut WireWriter, s: &Settings) {
     w.u8(s.codec as u8);
     w.u8(s.backend as u8);
     w.zigzag(i64::from(s.level));
+    w.zigzag(i64::from(s.column_level));
     w.varint(s.frame_size);
     w.varint(s.row_group_rows);
     w.varint(s.row_group_bytes);
@@ -435,10 +439,12 @@ fn decode_settings(r: &mut WireReader<'_>) -> Result<Settings, FormatError> {
     };
     let backend = decode_backend(r.u8()?)?;
     let level = i32::try_from(r.zigzag()?).map_err(|_| bad("level"))?;
+    let column_level = i32::try_from(r.zigzag()?).map_err(|_| bad("level"))?;
     Ok(Settings {
         codec,
         backend,
         level,
+        column_level,
         frame_size: r.varint()?,
         row_group_rows: r.varint()?,
         row_group_bytes: r.varint()?,
@@ -625,6 +631,7 @@ mod tests {
                 codec: CodecChoice::Auto,
                 backend: Backend::Zstd,
                 level: -3,
+                column_level: 9,
                 frame_size: 131072,
                 row_group_rows: 65536,
                 row_group_bytes: 262144,

@@ -129,19 +129,21 @@ fn infer_type(contents: &[Cow<'_, [u8]>]) -> ValueType {
     let mut v = TypeVotes { int: true, number: true, timestamp: true, date: true, boolean: true };
     for c in contents {
         let text = c.as_ref();
-        if v.int && value::parse_lenient(ValueType::Int, text).is_none() {
+        // Canonical spellings are the common case and cheap to recognise;
+        // the lenient parsers run only for the others.
+        if v.int && value::parse_canonical_int(text).is_none() && value::parse_lenient(ValueType::Int, text).is_none() {
             v.int = false;
         }
-        if v.number && !v.int && value::parse_lenient(ValueType::Decimal, text).is_none() {
+        if v.number && !v.int && value::parse_canonical_decimal(text).is_none() && value::parse_lenient(ValueType::Decimal, text).is_none() {
             v.number = false;
         }
-        if v.date && value::parse_lenient(ValueType::Date, text).is_none() {
+        if v.date && value::parse_date(text).is_none() && value::parse_lenient(ValueType::Date, text).is_none() {
             v.date = false;
         }
         if v.timestamp && !v.date && value::parse_lenient(ValueType::Timestamp, text).is_none() {
             v.timestamp = false;
         }
-        if v.boolean && value::parse_lenient(ValueType::Bool, text).is_none() {
+        if v.boolean && value::parse_canonical_bool(text).is_none() && value::parse_lenient(ValueType::Bool, text).is_none() {
             v.boolean = false;
         }
         if !(v.int || v.number || v.timestamp || v.date || v.boolean) {
@@ -327,7 +329,7 @@ fn classify(
 
 fn add_value_stats(stats: &mut StatsBuilder, b: &ValueBuilder) {
     match b.ty {
-        ValueType::Int => b.ints.iter().for_each(|&v| stats.add(&Scalar::Int(v))),
+        ValueType::Int => stats.add_ints(&b.ints),
         ValueType::Decimal => {
             for (&m, &s) in b.ints.iter().zip(&b.scales) {
                 stats.add(&Scalar::Decimal(Decimal { mantissa: m, scale: s }));

@@ -30,6 +30,19 @@ impl StatsBuilder {
         self.nulls += 1;
     }
 
+    /// Adds integer values (the common case, without a `Scalar` per value).
+    pub fn add_ints(&mut self, values: &[i64]) {
+        let (Some(&lo), Some(&hi)) = (values.iter().min(), values.iter().max()) else { return };
+        self.values += values.len() as u64;
+        self.widen(&Scalar::Int(lo));
+        self.widen(&Scalar::Int(hi));
+        let total = values.iter().try_fold(0i128, |acc, &v| acc.checked_add(i128::from(v)));
+        self.sum = match (self.sum, total) {
+            (Some(Sum::Int(s)), Some(t)) => s.checked_add(t).map(Sum::Int),
+            _ => None,
+        };
+    }
+
     /// Adds a value of the chunk's type.
     pub fn add(&mut self, v: &Scalar) {
         self.values += 1;
@@ -39,6 +52,11 @@ impl StatsBuilder {
             return;
         }
         self.add_to_sum(v);
+        self.widen(v);
+    }
+
+    /// Widens the bounds to include `v`.
+    fn widen(&mut self, v: &Scalar) {
         if self.min.as_ref().is_none_or(|m| v.compare(m) == Some(std::cmp::Ordering::Less)) {
             self.min = Some(v.clone());
         }
