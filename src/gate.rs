@@ -228,7 +228,7 @@ struct Verified {
 /// only after the whole object was verified and made durable.
 pub fn compress_to_path<R: Read + Send>(input: R, dest: &Path, cfg: &GateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<CommitReport, GateError> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".at1-tmp-").tempfile_in(dir)?;
+    let mut temp = temp_file_in(dir)?;
     let report = write_object(input, temp.as_file_mut(), cfg, progress)?;
     audit(temp.path(), &report)?;
     temp.persist(dest).map_err(|e| e.error)?;
@@ -240,7 +240,7 @@ pub fn compress_to_path<R: Read + Send>(input: R, dest: &Path, cfg: &GateConfig,
 /// The object is built and checked in a temp file first, so `out` only ever
 /// receives a verified object.
 pub fn compress_to_writer<R: Read + Send>(input: R, out: &mut dyn Write, cfg: &GateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<CommitReport, GateError> {
-    let mut temp = tempfile::Builder::new().prefix(".at1-tmp-").tempfile()?;
+    let mut temp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile()?;
     let report = write_object(input, temp.as_file_mut(), cfg, progress)?;
     audit(temp.path(), &report)?;
     let mut f = File::open(temp.path())?;
@@ -255,12 +255,21 @@ pub fn compress_to_writer<R: Read + Send>(input: R, out: &mut dyn Write, cfg: &G
 /// gate, also used for decompressed output.
 pub fn atomic_write_with<E: From<io::Error>>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<(), E>) -> Result<(), E> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".at1-tmp-").tempfile_in(dir)?;
+    let mut temp = temp_file_in(dir)?;
     fill(temp.as_file_mut())?;
     temp.as_file().sync_all()?;
     temp.persist(dest).map_err(|e| e.error)?;
     sync_dir(dir)?;
     Ok(())
+}
+
+/// Temp files that become outputs: named `.at1-tmp-*` (so stale ones are
+/// recognisable) and created 0666 minus the umask, like any new file.
+pub const TEMP_PREFIX: &str = ".at1-tmp-";
+
+fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new().prefix(TEMP_PREFIX).permissions(std::fs::Permissions::from_mode(0o666)).tempfile_in(dir)
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

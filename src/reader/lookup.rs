@@ -87,16 +87,22 @@ impl Reader {
             .ok_or_else(|| ReadError::UnknownColumn(name.to_string()))
     }
 
-    /// Every column of one row.
-    pub fn row(&self, rg: usize, row_in_rg: usize, cost: &mut AccessCost) -> Result<Row, ReadError> {
+    /// Every column of the given rows of one row group (each column decoded
+    /// once).
+    pub fn rows(&self, rg: usize, rows_in_rg: &[usize], cost: &mut AccessCost) -> Result<Vec<Row>, ReadError> {
         let table = self.table_or_err()?;
         let meta = &table.row_groups[rg];
-        let mut values = Vec::with_capacity(table.columns.len());
+        let mut out: Vec<Row> = rows_in_rg.iter().map(|&r| Row { row: meta.first_row + r as u64, values: Vec::with_capacity(table.columns.len()) }).collect();
+        if rows_in_rg.is_empty() {
+            return Ok(out);
+        }
         for (c, def) in table.columns.iter().enumerate() {
             let chunk = self.column(rg, c, cost)?;
-            values.push(logical_value(&chunk, row_in_rg, def.logical_type, &table.dialect));
+            for (row, &r) in out.iter_mut().zip(rows_in_rg) {
+                row.values.push(logical_value(&chunk, r, def.logical_type, &table.dialect));
+            }
         }
-        Ok(Row { row: meta.first_row + row_in_rg as u64, values })
+        Ok(out)
     }
 
     /// Rows whose `column` equals `value`, at most `limit` of them.
@@ -124,14 +130,12 @@ impl Reader {
                 continue;
             }
             let chunk = self.column(rg, col, cost)?;
-            for r in 0..chunk.rows() {
-                if logical_value(&chunk, r, logical, &table.dialect).is_some_and(|v| in_range(&v)) {
-                    rows.push(self.row(rg, r, cost)?);
-                    if rows.len() >= limit {
-                        break;
-                    }
-                }
-            }
+            let wanted = limit - rows.len();
+            let hits: Vec<usize> = (0..chunk.rows())
+                .filter(|&r| logical_value(&chunk, r, logical, &table.dialect).is_some_and(|v| in_range(&v)))
+                .take(wanted)
+                .collect();
+            rows.extend(self.rows(rg, &hits, cost)?);
         }
         Ok(rows)
     }

@@ -293,7 +293,13 @@ impl Reader {
         let source = ObjectSource { object: &self.object, cost: &cell };
         let mut text = Vec::with_capacity(segment.len as usize);
         decode_segment(&source, &segment.kind, self.object.table(), &mut text)?;
-        cost.add(cell.get());
+        let mut spent = cell.get();
+        if self.is_columnar_row_group(&segment.kind) {
+            // The text is rebuilt from the column payloads: both were
+            // materialized.
+            spent.bytes_decoded += text.len() as u64;
+        }
+        cost.add(spent);
         if text.len() as u64 != segment.len || crc32c(&text) != segment.crc32c {
             return Err(ReadError::SegmentMismatch { segment: index, offset: segment.offset, end: segment.offset + segment.len });
         }
@@ -302,6 +308,13 @@ impl Reader {
             self.remember(Piece::Segment(index as u32), CacheEntry::Text(text.clone()));
         }
         Ok(text)
+    }
+
+    fn is_columnar_row_group(&self, kind: &SegmentKind) -> bool {
+        match (kind, self.object.table()) {
+            (SegmentKind::RowGroup(rg), Some(t)) => matches!(t.row_groups.get(*rg as usize).map(|r| &r.storage), Some(RowGroupStorage::Columnar { .. })),
+            _ => false,
+        }
     }
 
     /// Reads up to `len` original bytes from `offset`, decoding only the
