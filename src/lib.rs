@@ -7,10 +7,16 @@
 //! - [`gate`]: the one verified write path: encode, decode-check, SHA-256,
 //!   atomic commit;
 //! - [`reader`]: the one read path: byte ranges, columns, point/range/
-//!   aggregate lookups, with a block cache and recall-cost accounting.
+//!   aggregate lookups, with a block cache and recall-cost accounting;
+//! - [`store`]: the backing directory of a mount and its layout;
+//! - [`fs`]: the FUSE filesystem over store, gate and reader;
+//! - [`stats`]: counters shown by the mount's `.at1/stats`.
 
 pub mod codec;
 pub mod format;
+pub mod fs;
 pub mod gate;
 pub mod reader;
+pub mod stats;
+pub mod store;
 pub mod value;

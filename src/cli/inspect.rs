@@ -5,24 +5,11 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use at1::format::{RowGroupStorage, SegmentKind};
+use at1::format::RowGroupStorage;
 use at1::reader::Object;
 use at1::value::option_to_json;
 
 use super::ratio;
-
-/// Which codec the object ended up using, judged by its segments.
-pub fn codec_summary(object: &Object) -> &'static str {
-    let segments = &object.footer().segments;
-    let frames = segments.iter().filter(|s| matches!(s.kind, SegmentKind::Frame(_))).count();
-    let tables = segments.iter().filter(|s| matches!(s.kind, SegmentKind::RowGroup(_))).count();
-    match (frames, tables) {
-        (0, 0) => "empty",
-        (_, 0) => "raw",
-        (0, _) => "columnar",
-        _ => "mixed",
-    }
-}
 
 fn describe(object: &Object) -> Value {
     let footer = object.footer();
@@ -46,7 +33,8 @@ fn describe(object: &Object) -> Value {
         "stored_bytes": object.stored_len(),
         "ratio": ratio(object.original_len(), object.stored_len()),
         "sha256": hex(&object.trailer().original_sha256),
-        "codec": codec_summary(object),
+        "codec": object.codec_summary(),
+        "recall_point_bytes": object.point_recall_bytes(),
         "metadata_bytes": object.metadata_len(),
         "settings": {
             "codec": s.codec.name(), "backend": s.backend.name(), "level": s.level, "column_level": s.column_level,

@@ -3,6 +3,7 @@
 //! query engine.
 
 mod inspect;
+mod mount;
 mod recall;
 
 use std::fs::File;
@@ -51,6 +52,15 @@ pub enum Command {
         /// Also list every row group with its zone maps (text output).
         #[arg(long)]
         row_groups: bool,
+    },
+    /// Mount a store: every file kept as a verified .at1 object.
+    Mount(mount::MountArgs),
+    /// Unmount a mount and wait for its daemon to finish.
+    Unmount {
+        mountpoint: PathBuf,
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
@@ -148,6 +158,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify { files } => verify(&files),
         Command::Inspect { file, json, row_groups } => inspect::run(&*open_object(&file)?, json, row_groups),
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
+        Command::Mount(args) => mount::mount(&args),
+        Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }
 

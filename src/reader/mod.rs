@@ -219,6 +219,43 @@ impl Object {
         Ok(dict)
     }
 
+    /// Which codec the object ended up using, judged by its segments:
+    /// `raw`, `columnar`, `mixed` (a table with some parts raw) or `empty`.
+    pub fn codec_summary(&self) -> &'static str {
+        let segments = &self.footer.segments;
+        let frames = segments.iter().filter(|s| matches!(s.kind, SegmentKind::Frame(_))).count();
+        let tables = segments.iter().filter(|s| matches!(s.kind, SegmentKind::RowGroup(_))).count();
+        match (frames, tables) {
+            (0, 0) => "empty",
+            (_, 0) => "raw",
+            (0, _) => "columnar",
+            _ => "mixed",
+        }
+    }
+
+    /// Stored bytes a cold one-record lookup reads at most: the metadata,
+    /// plus the blocks of the costliest single segment (a row group's
+    /// columns, or a frame) and the dictionaries they need. From the footer
+    /// alone; nothing is decoded.
+    pub fn point_recall_bytes(&self) -> u64 {
+        let block = |id: u32| self.footer.blocks.get(id as usize);
+        let with_dict = |id: u32| -> u64 {
+            block(id).map_or(0, |b| b.stored_len + b.dict.and_then(|d| block(d)).map_or(0, |d| d.stored_len))
+        };
+        let segment_bytes = |kind: &SegmentKind| -> u64 {
+            match kind {
+                SegmentKind::Literal(_) => 0,
+                SegmentKind::Frame(b) => with_dict(*b),
+                SegmentKind::RowGroup(rg) => match self.table().and_then(|t| t.row_groups.get(*rg as usize)).map(|r| &r.storage) {
+                    Some(RowGroupStorage::Raw { block }) => with_dict(*block),
+                    Some(RowGroupStorage::Columnar { layout, columns }) => layout.iter().chain(columns).map(|&b| with_dict(b)).sum(),
+                    None => 0,
+                },
+            }
+        };
+        self.metadata_len() + self.footer.segments.iter().map(|s| segment_bytes(&s.kind)).max().unwrap_or(0)
+    }
+
     fn segment_index_at(&self, offset: u64) -> usize {
         self.footer.segments.partition_point(|s| s.offset + s.len <= offset)
     }
@@ -408,4 +445,21 @@ impl Reader {
 pub fn verify(object: Arc<Object>) -> Result<AccessCost, ReadError> {
     object.check_all_blocks()?;
     Reader::new(object, None).extract(&mut io::sink(), |_| {})
+}
+
+/// Reads and checks only the trailer of the object at `path` (80 bytes:
+/// enough for its original length and SHA-256).
+pub fn read_trailer(path: &Path) -> Result<Trailer, ReadError> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut head = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN + TRAILER_LEN {
+        return Err(FormatError::Truncated(format!("{len} bytes is less than a header and a trailer")).into());
+    }
+    file.read_exact_at(&mut head, 0)?;
+    check_header(&head)?;
+    let mut t = [0u8; TRAILER_LEN as usize];
+    file.read_exact_at(&mut t, len - TRAILER_LEN)?;
+    Ok(Trailer::decode(&t, len)?)
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,4 +54,20 @@ pub fn read_all(object: &Arc<Object>) -> Vec<u8> {
 /// A small-block configuration so that small inputs still have many blocks.
 pub fn small_blocks() -> GateConfig {
     GateConfig { frame_size: 1000, row_group_bytes: 700, row_group_rows: 9, threads: 2, ..GateConfig::default() }
+}
+
+/// Runs a shell command under a timeout; returns (exit code, stdout, stderr).
+pub fn sh(cmd: &str) -> (i32, String, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "5", "300", "bash", "-c", cmd])
+        .output()
+        .expect("bash runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs a shell command and panics with its output if it fails.
+pub fn sh_ok(cmd: &str) -> String {
+    let (code, out, err) = sh(cmd);
+    assert_eq!(code, 0, "command failed: {cmd}\nstdout: {out}\nstderr: {err}");
+    out
 }

@@ -1,0 +1,177 @@
+//! A real FUSE mount for tests: `at1 mount --foreground` as a child process,
+//! in its own temp dirs, unmounted on every path (Drop), with a watchdog
+//! that aborts the FUSE connection if a test hangs, so a stuck or killed
+//! daemon can never block the next run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::at1_bin;
+
+/// Whether FUSE mounts can run here; prints why not once.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("SKIPPED: /dev/fuse is absent; mount tests need FUSE");
+    }
+    ok
+}
+
+/// Whether `path` is a mount point now (from mountinfo: a stale mount whose
+/// daemon died is listed too).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    text.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Detaches whatever is mounted at `path`, even if its daemon is gone.
+pub fn force_unmount(path: &Path) {
+    if is_mounted(path) {
+        let _ = Command::new("fusermount3").arg("-uz").arg(path).stderr(Stdio::null()).status();
+        if is_mounted(path) {
+            let _ = Command::new("umount").arg("-l").arg(path).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+pub struct Mounted {
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    done: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    /// Mounts a new empty store (None when FUSE is absent: skip the test).
+    pub fn new(extra: &[&str]) -> Option<Mounted> {
+        if !fuse_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&store).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut m = Mounted { store, mnt, log, child: None, args: extra.iter().map(|s| s.to_string()).collect(), done: Arc::new(AtomicBool::new(false)), _dir: dir };
+        m.start();
+        m.watchdog(Duration::from_secs(600));
+        Some(m)
+    }
+
+    fn start(&mut self) {
+        force_unmount(&self.mnt);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(at1_bin());
+        cmd.arg("mount").arg("--foreground").arg("--allow-other").arg(&self.store).arg(&self.mnt).args(&self.args);
+        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let mut child = cmd.spawn().expect("at1 mount starts");
+        let start = Instant::now();
+        while !is_mounted(&self.mnt) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("the mount did not come up in 20 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// Aborts the connection and kills the daemon if the test runs past
+    /// `limit`, so blocked file operations fail instead of hanging.
+    fn watchdog(&self, limit: Duration) {
+        let (done, mnt, pid) = (self.done.clone(), self.mnt.clone(), self.child.as_ref().map(|c| c.id()));
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprintln!("WATCHDOG: test exceeded {limit:?}; aborting the mount at {}", mnt.display());
+            if let Some(pid) = pid {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+            force_unmount(&mnt);
+        });
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts cleanly and waits for the daemon (panics if it fails).
+    pub fn unmount(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let ok = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().map(|s| s.success()).unwrap_or(false);
+            let start = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        assert!(ok && status.success(), "unmount: fusermount3 ok={ok}, daemon {status}\n{}", self.log_text());
+                        return;
+                    }
+                    _ if start.elapsed() > Duration::from_secs(30) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        force_unmount(&self.mnt);
+                        panic!("the daemon did not exit after unmount:\n{}", self.log_text());
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash), leaving a stale mount.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Mounts the same store again (after unmount or a crash).
+    pub fn remount(&mut self) {
+        self.unmount();
+        self.start();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).stderr(Stdio::null()).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        force_unmount(&self.mnt);
+    }
+}

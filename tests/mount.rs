@@ -1,0 +1,242 @@
+//! The mount as users meet it: real cp, cat, grep, rsync, mv, dd, getfattr
+//! against a real FUSE mount.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+
+use common::mount::Mounted;
+use common::*;
+
+macro_rules! mount_or_skip {
+    ($($arg:expr),*) => {
+        match Mounted::new(&[$($arg),*]) {
+            Some(m) => m,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn every_corpus_file_copies_in_byte_exact_and_greps_the_same() {
+    let m = mount_or_skip!();
+    for f in corpus_files() {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let dst = m.path(&name);
+        sh_ok(&format!("cp '{}' '{}'", f.display(), dst.display()));
+        sh_ok(&format!("cmp '{}' '{}'", f.display(), dst.display()));
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), std::fs::metadata(&f).unwrap().len());
+        let (_, a, _) = sh(&format!("grep -c -a 'e' '{}'", f.display()));
+        let (_, b, _) = sh(&format!("grep -c -a 'e' '{}'", dst.display()));
+        assert_eq!(a, b, "grep -c differs for {name}");
+    }
+    // The store holds objects, and du through the mount shows their size.
+    let (_, du, _) = sh(&format!("du -sb --apparent-size '{}' ; du -sk '{}'", m.mnt.display(), m.mnt.display()));
+    assert!(!du.is_empty());
+}
+
+#[test]
+fn rsync_tree_round_trips_with_no_difference() {
+    let m = mount_or_skip!();
+    let src = tempfile::tempdir().unwrap();
+    let s = src.path();
+    sh_ok(&format!(
+        "cd '{0}' && mkdir -p a/b/c e && printf 'one\\n' > a/1.txt && seq 1 5000 > a/b/seq.txt && cp '{1}/csv/seattle-weather.csv' a/b/c/ \
+         && ln -s ../1.txt a/b/rel-link && ln -s /nonexistent dangling && chmod 640 a/1.txt && chmod 1777 e && \
+         touch -d '2001-02-03 04:05:06' a/b/seq.txt && printf 'x' > e/setuid && chmod 4755 e/setuid && \
+         head -c 300000 /dev/urandom > e/random.bin && ln a/1.txt a/hard && chown 1:1 a/b/seq.txt && setfattr -n user.origin -v corpus e/random.bin",
+        s.display(),
+        corpus_dir().display()
+    ));
+    let dst = m.path("dst");
+    sh_ok(&format!("rsync -a '{}/' '{}/'", s.display(), dst.display()));
+    let diff = sh_ok(&format!("rsync -a --checksum --itemize-changes --dry-run '{}/' '{}/'", s.display(), dst.display()));
+    assert_eq!(diff.trim(), "", "rsync reports differences:\n{diff}");
+    // Hard links and user xattrs too; the read-only user.at1.* attributes
+    // are left out of the comparison with rsync's xattr filter.
+    let x = "--filter='-x user.at1.*'";
+    sh_ok(&format!("rsync -aHX {x} '{}/' '{}/'", s.display(), dst.display()));
+    let diff = sh_ok(&format!("rsync -aHX {x} --checksum --itemize-changes --dry-run '{}/' '{}/'", s.display(), dst.display()));
+    assert_eq!(diff.trim(), "", "rsync -HX reports differences:\n{diff}");
+    assert_eq!(std::fs::metadata(dst.join("a/1.txt")).unwrap().ino(), std::fs::metadata(dst.join("a/hard")).unwrap().ino());
+    assert_eq!(sh_ok(&format!("getfattr -n user.origin --only-values '{}/e/random.bin'", dst.display())), "corpus");
+    // Negative control: one changed byte is seen.
+    sh_ok(&format!("printf 'X' | dd of='{}/a/b/seq.txt' bs=1 seek=10 conv=notrunc status=none; touch -d '2001-02-03 04:05:06' '{}/a/b/seq.txt'", dst.display(), dst.display()));
+    let diff = sh_ok(&format!("rsync -aHX --checksum --itemize-changes --dry-run '{}/' '{}/'", s.display(), dst.display()));
+    assert!(diff.contains("seq.txt"), "the changed file is reported: {diff}");
+}
+
+#[test]
+fn mv_rename_over_truncate_append_and_random_write() {
+    let m = mount_or_skip!();
+    let a = m.path("a.txt");
+    std::fs::write(&a, b"first version\n").unwrap();
+    std::fs::write(m.path("b.txt"), b"second\n").unwrap();
+    sh_ok(&format!("mv '{}' '{}'", m.path("b.txt").display(), a.display()));
+    assert_eq!(std::fs::read(&a).unwrap(), b"second\n");
+    assert!(!m.path("b.txt").exists());
+    sh_ok(&format!("echo appended >> '{}'", a.display()));
+    assert_eq!(std::fs::read(&a).unwrap(), b"second\nappended\n");
+    sh_ok(&format!("truncate -s 3 '{}'", a.display()));
+    assert_eq!(std::fs::read(&a).unwrap(), b"sec");
+    sh_ok(&format!("truncate -s 10 '{}'", a.display()));
+    assert_eq!(std::fs::read(&a).unwrap(), b"sec\0\0\0\0\0\0\0");
+    sh_ok(&format!("printf 'XY' | dd of='{}' bs=1 seek=4 conv=notrunc status=none", a.display()));
+    assert_eq!(std::fs::read(&a).unwrap(), b"sec\0XY\0\0\0\0");
+    // Random writes into a big existing file keep the rest.
+    let big = m.path("big.csv");
+    let src = corpus_dir().join("csv/weather.csv");
+    sh_ok(&format!("cp '{}' '{}'", src.display(), big.display()));
+    sh_ok(&format!("printf 'ZZZZ' | dd of='{}' bs=1 seek=1000000 conv=notrunc status=none", big.display()));
+    let mut want = std::fs::read(&src).unwrap();
+    want[1_000_000..1_000_004].copy_from_slice(b"ZZZZ");
+    assert_eq!(std::fs::read(&big).unwrap(), want);
+    // Reopen without O_TRUNC, seek, write, read back through one handle.
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&big).unwrap();
+    f.seek(SeekFrom::Start(5)).unwrap();
+    f.write_all(b"hello").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut head = [0u8; 10];
+    f.read_exact(&mut head).unwrap();
+    assert_eq!(&head[5..], b"hello");
+    drop(f);
+    want[5..10].copy_from_slice(b"hello");
+    assert_eq!(std::fs::read(&big).unwrap(), want);
+}
+
+#[test]
+fn hard_links_share_every_commit_and_count_links() {
+    let m = mount_or_skip!();
+    let a = m.path("a");
+    std::fs::write(&a, b"v1").unwrap();
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::fs::hard_link(&a, m.path("d/b")).unwrap();
+    assert_eq!(std::fs::metadata(&a).unwrap().nlink(), 2);
+    assert_eq!(std::fs::metadata(&a).unwrap().ino(), std::fs::metadata(m.path("d/b")).unwrap().ino());
+    std::fs::write(m.path("d/b"), b"version two").unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"version two");
+    std::fs::remove_file(&a).unwrap();
+    assert_eq!(std::fs::metadata(m.path("d/b")).unwrap().nlink(), 1);
+    assert_eq!(std::fs::read(m.path("d/b")).unwrap(), b"version two");
+}
+
+#[test]
+fn special_files_symlinks_and_directory_link_counts() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cd '{}' && mkfifo fifo && mknod null c 1 3 && mkdir -p x/y && ln -s x/y sym", m.mnt.display()));
+    let (_, out, _) = sh(&format!("cd '{}' && stat -c '%F %h' fifo null x sym && readlink sym", m.mnt.display()));
+    assert_eq!(out, "fifo 1\ncharacter special file 1\ndirectory 3\nsymbolic link 1\nx/y\n");
+    // The store holds them as themselves.
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(m.store.join("fifo")).unwrap().file_type().is_fifo());
+}
+
+#[test]
+fn xattrs_user_and_at1() {
+    let m = mount_or_skip!();
+    let f = m.path("w.csv");
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), f.display()));
+    let out = sh_ok(&format!("getfattr -d -m - '{}'", f.display()));
+    for key in ["user.at1.original_bytes=\"2294215\"", "user.at1.codec=\"columnar\"", "user.at1.sha256=", "user.at1.ratio=", "user.at1.recall_point_bytes=", "user.at1.idle_bytes=", "user.at1.blocks=", "user.at1.stored_bytes="] {
+        assert!(out.contains(key), "{key} missing:\n{out}");
+    }
+    sh_ok(&format!("setfattr -n user.mine -v hello '{}'", f.display()));
+    let out = sh_ok(&format!("getfattr -n user.mine --only-values '{}'", f.display()));
+    assert_eq!(out, "hello");
+    let (code, _, err) = sh(&format!("setfattr -n user.at1.codec -v raw '{}'", f.display()));
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    // A user xattr survives a rewrite of the content.
+    sh_ok(&format!("echo more >> '{}'", f.display()));
+    assert_eq!(sh_ok(&format!("getfattr -n user.mine --only-values '{}'", f.display())), "hello");
+    sh_ok(&format!("setfattr -x user.mine '{}'", f.display()));
+    let (code, _, _) = sh(&format!("getfattr -n user.mine '{}'", f.display()));
+    assert_ne!(code, 0);
+}
+
+#[test]
+fn stats_file_is_fresh_json() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), m.path("w.csv").display()));
+    sh_ok(&format!("cat '{}' > /dev/null", m.path("w.csv").display()));
+    let v: serde_json::Value = serde_json::from_str(&sh_ok(&format!("cat '{}'", m.path(".at1/stats").display()))).unwrap();
+    for key in ["objects", "original_bytes", "stored_bytes", "ratio", "writes_committed", "writes_rejected", "bytes_written", "reads", "bytes_served", "bytes_decoded", "cache_hits", "cache_misses", "cache_bytes", "uptime_s"] {
+        assert!(!v[key].is_null(), "{key} missing in {v}");
+    }
+    assert_eq!(v["objects"], 1);
+    assert_eq!(v["original_bytes"], 2294215);
+    assert!(v["bytes_served"].as_u64().unwrap() >= 2294215);
+    let listing = sh_ok(&format!("ls -a '{}'", m.mnt.display()));
+    assert!(listing.lines().any(|l| l == ".at1"));
+    let (code, _, _) = sh(&format!("touch '{}'", m.path(".at1/new").display()));
+    assert_ne!(code, 0);
+    let (code, _, _) = sh(&format!("mkdir '{}'", m.path(".at1").display()));
+    assert_ne!(code, 0, "a file named .at1 cannot be created");
+}
+
+#[test]
+fn readers_opened_during_a_write_see_the_committed_version() {
+    let m = mount_or_skip!();
+    let f = m.path("f.txt");
+    std::fs::write(&f, b"old content\n").unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).truncate(true).open(&f).unwrap();
+    w.write_all(b"new content that is longer\n").unwrap();
+    // Several concurrent readers while the write is open.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let f = f.clone();
+            std::thread::spawn(move || std::fs::read(&f).unwrap())
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), b"old content\n");
+    }
+    drop(w);
+    assert_eq!(std::fs::read(&f).unwrap(), b"new content that is longer\n");
+}
+
+#[test]
+fn ls_of_many_files_decodes_nothing() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cd '{}' && for i in $(seq 1 300); do echo \"row $i\" > f$i.txt; done", m.mnt.display()));
+    let before: serde_json::Value = serde_json::from_str(&sh_ok(&format!("cat '{}'", m.path(".at1/stats").display()))).unwrap();
+    let out = sh_ok(&format!("ls -l '{}' | wc -l", m.mnt.display()));
+    assert_eq!(out.trim(), "301");
+    let after: serde_json::Value = serde_json::from_str(&sh_ok(&format!("cat '{}'", m.path(".at1/stats").display()))).unwrap();
+    assert_eq!(before["bytes_decoded"], after["bytes_decoded"], "ls -l decoded something");
+}
+
+#[test]
+fn dropped_in_objects_appear_as_their_originals() {
+    let m = mount_or_skip!();
+    let src = corpus_dir().join("logs/Apache_2k.log");
+    sh_ok(&format!("'{}' compress '{}' '{}'", at1_bin().display(), src.display(), m.store.join("apache.log.at1").display()));
+    sh_ok(&format!("cmp '{}' '{}'", src.display(), m.path("apache.log").display()));
+    let listing = sh_ok(&format!("ls '{}'", m.mnt.display()));
+    assert_eq!(listing.trim(), "apache.log");
+    // Writing to it turns it into a managed file; content and name stay.
+    sh_ok(&format!("echo tail >> '{}'", m.path("apache.log").display()));
+    let mut want = std::fs::read(&src).unwrap();
+    want.extend_from_slice(b"tail\n");
+    assert_eq!(std::fs::read(m.path("apache.log")).unwrap(), want);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_rejected_commit_fails_close_with_eio_and_keeps_the_old_version() {
+    let m = mount_or_skip!();
+    let f = m.path("keep.txt");
+    std::fs::write(&f, b"good version\n").unwrap();
+    let marker = std::str::from_utf8(at1::gate::fault_injection::MARKER).unwrap();
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), format!("bad {marker}\n")).unwrap();
+    // cp checks close(2), which is where the gate's verdict arrives.
+    let (code, _, err) = sh(&format!("cp '{}' '{}'", bad.path().display(), f.display()));
+    assert_ne!(code, 0, "cp sees the failed close");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"good version\n");
+    let v: serde_json::Value = serde_json::from_str(&sh_ok(&format!("cat '{}'", m.path(".at1/stats").display()))).unwrap();
+    assert_eq!(v["writes_rejected"], 1);
+    assert!(m.log_text().contains("rejected"), "the rejection is logged");
+}
