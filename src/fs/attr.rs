@@ -148,6 +148,11 @@ impl At1Fs {
         if let NodeKind::Regular(rk) = &kind {
             let (original, stored) = self.content_size(rk, &self.tree_path(ino).unwrap_or_default(), &meta)?;
             attr.size = state.staged_len().unwrap_or(original);
+            if let Some(t) = state.staged_mtime() {
+                // An uncommitted change: it changed both times already.
+                attr.mtime = t;
+                attr.ctime = attr.ctime.max(t);
+            }
             attr.blocks = stored.div_ceil(512);
             if matches!(rk, RegularKind::Managed(_)) {
                 attr.nlink = attr.nlink.saturating_sub(1);
@@ -169,10 +174,12 @@ impl At1Fs {
         }
     }
 
-    /// The original length recorded in an object's trailer (cached by the
-    /// object file's identity: objects never change in place).
+    /// The original length recorded in an object's trailer, cached by the
+    /// object file's identity. Objects never change in place, but a deleted
+    /// object's inode number is reused by later ones — possibly with the
+    /// same length — so the key has the change time to the nanosecond too.
     fn original_len(&self, path: &Path, meta: &Metadata) -> FsResult<u64> {
-        let key = (meta.dev(), meta.ino(), meta.len());
+        let key = (meta.dev(), meta.ino(), meta.len(), meta.ctime(), meta.ctime_nsec());
         if let Some(&n) = self.sizes.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(n);
         }

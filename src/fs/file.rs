@@ -197,6 +197,7 @@ impl At1Fs {
                     s.file.set_len(0)?;
                     s.modified = true;
                     s.mtime = SystemTime::now();
+                    state.set_staged_mtime(Some(s.mtime));
                 }
                 Some(_) => {}
                 None => inner.staging = Some(self.new_staging(&kind, ino, truncate)?),
@@ -272,6 +273,7 @@ impl At1Fs {
         staging.file.write_all_at(data, offset)?;
         staging.modified = true;
         staging.mtime = SystemTime::now();
+        f.state.set_staged_mtime(Some(staging.mtime));
         let end = offset + data.len() as u64;
         if f.state.staged_len().is_none_or(|l| l < end) {
             f.state.set_staged_len(Some(end));
@@ -312,6 +314,7 @@ impl At1Fs {
         }
         super::attr::set_path_times(&self.store.inode_path(&id), None, Some(TimeOrNow::SpecificTime(staging.mtime)))?;
         staging.modified = false;
+        state.set_staged_mtime(None);
         Stats::add(&self.stats.writes_committed, 1);
         Stats::add(&self.stats.bytes_written, len);
         Ok(())
@@ -359,6 +362,7 @@ impl At1Fs {
             if inner.writers == 0 {
                 inner.staging = None;
                 f.state.set_staged_len(None);
+                f.state.set_staged_mtime(None);
             }
         }
         let no_handles = lock(&f.state).handles == 0;
@@ -387,6 +391,7 @@ impl At1Fs {
                 s.modified = true;
                 s.mtime = SystemTime::now();
                 state.set_staged_len(Some(size));
+                state.set_staged_mtime(Some(s.mtime));
                 return Ok(());
             }
             let mut staging = self.new_staging(&kind, ino, size == 0)?;
@@ -400,6 +405,7 @@ impl At1Fs {
         if inner.writers == 0 {
             inner.staging = None;
             state.set_staged_len(None);
+            state.set_staged_mtime(None);
         }
         result
     }
@@ -415,6 +421,8 @@ impl At1Fs {
                 TimeOrNow::Now => SystemTime::now(),
                 TimeOrNow::SpecificTime(t) => t,
             };
+            // The stub already carries these times; stat reads them there.
+            state.set_staged_mtime(None);
         }
     }
 
@@ -430,6 +438,7 @@ impl At1Fs {
         }
         staging.modified = true;
         staging.mtime = SystemTime::now();
+        f.state.set_staged_mtime(Some(staging.mtime));
         f.state.set_staged_len(Some(staging.file.metadata()?.len()));
         Ok(())
     }

@@ -60,6 +60,10 @@ pub struct FileState {
     /// Length of the staging file, or `NOT_STAGED`: read without the lock so
     /// that `stat` never waits for a commit in progress.
     pub staged_len: AtomicU64,
+    /// Nanoseconds since the epoch of the last change not yet committed
+    /// (0: none), so `stat` shows the times a write, truncate or fallocate
+    /// gave the file before its commit does.
+    pub staged_mtime: AtomicU64,
 }
 
 pub const NOT_STAGED: u64 = u64::MAX;
@@ -85,7 +89,20 @@ pub struct Staging {
 
 impl FileState {
     pub fn new() -> Self {
-        Self { inner: Mutex::new(FileInner::default()), staged_len: AtomicU64::new(NOT_STAGED) }
+        Self { inner: Mutex::new(FileInner::default()), staged_len: AtomicU64::new(NOT_STAGED), staged_mtime: AtomicU64::new(0) }
+    }
+
+    /// Records an uncommitted change made at `t`.
+    pub fn set_staged_mtime(&self, t: Option<SystemTime>) {
+        let ns = t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64);
+        self.staged_mtime.store(ns, Ordering::Release);
+    }
+
+    pub fn staged_mtime(&self) -> Option<SystemTime> {
+        match self.staged_mtime.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
+        }
     }
 
     pub fn staged_len(&self) -> Option<u64> {

@@ -68,13 +68,20 @@ impl Mounted {
 
     fn start(&mut self) {
         force_unmount(&self.mnt);
+        self.spawn();
+    }
+
+    /// Starts the daemon on the mount point as it is (a stale mount left
+    /// by a killed daemon is for `at1 mount` itself to clear).
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(at1_bin());
         cmd.arg("mount").arg("--foreground").arg("--allow-other").arg(&self.store).arg(&self.mnt).args(&self.args);
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let mut child = cmd.spawn().expect("at1 mount starts");
         let start = Instant::now();
-        while !is_mounted(&self.mnt) {
+        // Mounted and answering (a stale mount is listed but answers ENOTCONN).
+        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
             }
@@ -150,10 +157,17 @@ impl Mounted {
         }
     }
 
-    /// Mounts the same store again (after unmount or a crash).
+    /// Mounts the same store again after a clean unmount.
     pub fn remount(&mut self) {
         self.unmount();
         self.start();
+    }
+
+    /// Mounts the same store again over the stale mount a killed daemon
+    /// left, without clearing it first.
+    pub fn remount_after_crash(&mut self) {
+        assert!(self.child.is_none(), "kill the daemon first");
+        self.spawn();
     }
 }
 
