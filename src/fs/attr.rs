@@ -146,7 +146,7 @@ impl At1Fs {
         let mut attr = attr_of_meta(&meta);
         attr.ino = INodeNo(ino);
         if let NodeKind::Regular(rk) = &kind {
-            let (original, stored) = self.content_size(rk, &self.tree_path(ino).unwrap_or_default(), &meta)?;
+            let (original, stored) = self.content_size(rk, ino, &meta)?;
             attr.size = state.staged_len().unwrap_or(original);
             if let Some(t) = state.staged_mtime() {
                 // An uncommitted change: it changed both times already.
@@ -162,14 +162,14 @@ impl At1Fs {
     }
 
     /// (original size, stored size) of a regular file's committed content.
-    pub(super) fn content_size(&self, kind: &RegularKind, tree_path: &Path, meta: &Metadata) -> FsResult<(u64, u64)> {
+    pub(super) fn content_size(&self, kind: &RegularKind, ino: u64, meta: &Metadata) -> FsResult<(u64, u64)> {
         match kind {
             RegularKind::Managed(id) => match std::fs::metadata(self.store.object_path(id)) {
                 Ok(m) => Ok((self.original_len(&self.store.object_path(id), &m)?, m.len())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
                 Err(e) => Err(e.into()),
             },
-            RegularKind::Bare => Ok((self.original_len(tree_path, meta)?, meta.len())),
+            RegularKind::Bare => Ok((self.original_len(&self.tree_path(ino)?, meta)?, meta.len())),
             RegularKind::Plain => Ok((meta.len(), meta.blocks() * 512)),
         }
     }

@@ -31,7 +31,7 @@ use super::At1Fs;
 use crate::gate;
 use crate::reader::{AccessCost, Object, Reader};
 use crate::stats::Stats;
-use crate::store::{InodeId, RegularKind};
+use crate::store::{Anchored, InodeId, RegularKind};
 
 /// An entry of a directory listing, taken at `opendir`.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl At1Fs {
     /// The committed content of a regular file, for reading.
     fn current_source(&self, kind: &RegularKind, ino: u64) -> FsResult<Source> {
         let path = match kind {
-            RegularKind::Managed(id) => self.store.object_path(id),
+            RegularKind::Managed(id) => Anchored::new(self.store.object_path(id))?,
             _ => self.tree_path(ino)?,
         };
         match kind {
@@ -183,6 +183,9 @@ impl At1Fs {
 
     pub(super) fn open_file(&self, ino: u64, flags: i32) -> FsResult<(u64, FopenFlags)> {
         if ino == STATS_FILE {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(FsError::refused(libc::EPERM, ".at1/stats is read-only"));
+            }
             let bytes = self.stats_json().into_bytes();
             return Ok((self.new_handle(Handle::Control(bytes)), FopenFlags::FOPEN_DIRECT_IO));
         }

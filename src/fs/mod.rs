@@ -22,7 +22,7 @@ mod xattr;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use fuser::{
 use crate::gate::GateConfig;
 use crate::reader::BlockCache;
 use crate::stats::Stats;
-use crate::store::Store;
+use crate::store::{Anchored, Store};
 use error::{FsError, FsResult};
 use file::Handle;
 use inode::{InodeTable, NodeKind};
@@ -114,17 +114,19 @@ impl At1Fs {
         self.table().get(ino).map(|n| n.kind.clone()).ok_or_else(|| error::errno(libc::ENOENT))
     }
 
-    /// The tree path of a node.
-    fn tree_path(&self, ino: u64) -> FsResult<PathBuf> {
-        self.table().tree_path(ino).ok_or_else(|| error::errno(libc::ENOENT))
+    /// The tree path of a node, short enough for system calls however deep
+    /// the node is.
+    fn tree_path(&self, ino: u64) -> FsResult<Anchored> {
+        let path = self.table().tree_path(ino).ok_or_else(|| error::errno(libc::ENOENT))?;
+        Ok(Anchored::new(path)?)
     }
 
     /// The path that carries a node's metadata: the hidden inode link of a
     /// managed file (valid whichever name is used, even after the last name
     /// went), the tree entry otherwise.
-    fn meta_path(&self, ino: u64) -> FsResult<PathBuf> {
+    fn meta_path(&self, ino: u64) -> FsResult<Anchored> {
         match self.kind(ino)? {
-            NodeKind::Regular(crate::store::RegularKind::Managed(id)) => Ok(self.store.inode_path(&id)),
+            NodeKind::Regular(crate::store::RegularKind::Managed(id)) => Ok(Anchored::new(self.store.inode_path(&id))?),
             _ => self.tree_path(ino),
         }
     }

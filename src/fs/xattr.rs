@@ -42,7 +42,7 @@ impl At1Fs {
     fn virtual_xattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let NodeKind::Regular(kind) = self.kind(ino)? else { return Err(errno(libc::ENODATA)) };
         let path = match &kind {
-            RegularKind::Managed(id) => self.store.object_path(id),
+            RegularKind::Managed(id) => store::Anchored::new(self.store.object_path(id))?,
             _ => self.tree_path(ino)?,
         };
         let object = match kind {

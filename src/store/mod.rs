@@ -485,3 +485,69 @@ mod tests {
         assert!(!store.object_path(&lost).exists());
     }
 }
+
+/// A path in the store, made short enough for any system call. A logical
+/// path may be up to PATH_MAX long, and the store's root adds its own
+/// length; such a path's parent directory is opened component by component
+/// (`O_PATH`) and the path becomes `/proc/self/fd/N/name`, valid while this
+/// value lives.
+#[derive(Debug)]
+pub struct Anchored {
+    path: PathBuf,
+    _dir: Option<std::os::fd::OwnedFd>,
+}
+
+/// Paths longer than this are anchored (PATH_MAX is 4096, and callers may
+/// append a name of up to 255 bytes).
+const ANCHOR_AT: usize = 3000;
+
+impl Anchored {
+    pub fn new(path: PathBuf) -> io::Result<Anchored> {
+        if path.as_os_str().len() < ANCHOR_AT {
+            return Ok(Anchored { path, _dir: None });
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(Anchored { path, _dir: None });
+        };
+        let dir = open_dir_by_components(parent)?;
+        use std::os::fd::AsRawFd;
+        let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        Ok(Anchored { path: short, _dir: Some(dir) })
+    }
+}
+
+impl std::ops::Deref for Anchored {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Anchored {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens a directory one component at a time, so its path may exceed
+/// PATH_MAX. Components are never followed if they are symlinks.
+fn open_dir_by_components(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let open_at = |dir: libc::c_int, name: &OsStr| -> io::Result<OwnedFd> {
+        let c = std::ffi::CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a valid dirfd (or AT_FDCWD) and C string.
+        let fd = unsafe { libc::openat(dir, c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let mut cur = open_at(libc::AT_FDCWD, OsStr::new("/"))?;
+    for comp in path.components() {
+        if let std::path::Component::Normal(name) = comp {
+            cur = open_at(cur.as_raw_fd(), name)?;
+        }
+    }
+    Ok(cur)
+}

@@ -38,6 +38,11 @@ pub fn force_unmount(path: &Path) {
     }
 }
 
+fn sh_perm(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+}
+
 pub struct Mounted {
     pub store: PathBuf,
     pub mnt: PathBuf,
@@ -55,6 +60,8 @@ impl Mounted {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
+        // Other users (pjdfstest's) must be able to reach the mount point.
+        sh_perm(dir.path());
         let store = dir.path().join("store");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&store).unwrap();
@@ -64,6 +71,27 @@ impl Mounted {
         m.start();
         m.watchdog(Duration::from_secs(600));
         Some(m)
+    }
+
+    /// Mounts the store of `other` (unmounted first) at a new mount point.
+    pub fn new_on_store(other: &Mounted, extra: &[&str]) -> Mounted {
+        let dir = tempfile::tempdir().expect("temp dir");
+        sh_perm(dir.path());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut m = Mounted {
+            store: other.store.clone(),
+            mnt,
+            log,
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            done: Arc::new(AtomicBool::new(false)),
+            _dir: dir,
+        };
+        m.start();
+        m.watchdog(Duration::from_secs(600));
+        m
     }
 
     fn start(&mut self) {

@@ -1,0 +1,495 @@
+//! docs/SEMANTICS.md, promise by promise, through a real mount. Test names
+//! follow the document's anchors.
+
+mod common;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::mount::Mounted;
+use common::*;
+
+macro_rules! mount_or_skip {
+    ($($arg:expr),*) => {
+        match Mounted::new(&[$($arg),*]) {
+            Some(m) => m,
+            None => return,
+        }
+    };
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn stats(m: &Mounted) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(m.path(".at1/stats")).unwrap()).unwrap()
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+// ---------------------------------------------------------------- consistency
+
+#[test]
+fn close_to_open() {
+    let m = mount_or_skip!();
+    let f = m.path("f");
+    std::fs::write(&f, b"version 1").unwrap();
+    let mut reader = std::fs::File::open(&f).unwrap();
+    std::fs::write(&f, b"version 2, longer").unwrap();
+    // The old handle keeps reading the version it opened.
+    let mut got = String::new();
+    reader.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "version 1");
+    assert_eq!(std::fs::read(&f).unwrap(), b"version 2, longer");
+    // Writers share one staging file: each sees the other's writes.
+    let mut w1 = std::fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    let mut w2 = std::fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    w1.write_all(b"V").unwrap();
+    let mut head = [0u8; 1];
+    w2.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"V");
+}
+
+#[test]
+fn readers_during_write() {
+    let m = mount_or_skip!();
+    let f = m.path("f.txt");
+    std::fs::write(&f, b"old content\n").unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).truncate(true).open(&f).unwrap();
+    w.write_all(b"new content that is longer\n").unwrap();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let f = f.clone();
+            std::thread::spawn(move || std::fs::read(&f).unwrap())
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), b"old content\n");
+    }
+    // stat shows the staging size while the write is in progress.
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 27);
+    drop(w);
+    assert_eq!(std::fs::read(&f).unwrap(), b"new content that is longer\n");
+}
+
+#[test]
+fn visible_after_close() {
+    let m = mount_or_skip!();
+    let f = m.path("v");
+    let mut w = std::fs::File::create(&f).unwrap();
+    w.write_all(b"committed at close").unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(&f).unwrap(), b"committed at close");
+    assert_eq!(stats(&m)["writes_committed"], 1);
+}
+
+// ---------------------------------------------------------------- operations
+
+#[test]
+fn lookup_getattr() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), m.path("w.csv").display()));
+    let meta = std::fs::metadata(m.path("w.csv")).unwrap();
+    assert_eq!(meta.len(), 2_294_215);
+    let stored = std::fs::read_dir(m.store.join(".at1/objects")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum::<u64>();
+    assert_eq!(meta.blocks(), stored.div_ceil(512), "st_blocks is the stored size");
+    assert_eq!(meta.ino(), std::fs::metadata(m.store.join("w.csv")).unwrap().ino(), "st_ino is the store entry's");
+    sh_ok(&format!("cd '{}' && mkdir -p d/e && for i in $(seq 1 300); do echo \"row $i\" > d/f$i.txt; done", m.mnt.display()));
+    assert_eq!(std::fs::metadata(m.path("d")).unwrap().nlink(), 3);
+    let before = stats(&m)["bytes_decoded"].clone();
+    let out = sh_ok(&format!("ls -l '{}' | wc -l", m.path("d").display()));
+    assert_eq!(out.trim(), "302");
+    assert_eq!(stats(&m)["bytes_decoded"], before, "ls -l decoded something");
+}
+
+#[test]
+fn open() {
+    let m = mount_or_skip!();
+    let f = m.path("o");
+    std::fs::write(&f, b"0123456789").unwrap();
+    // Without O_TRUNC the staging file starts as the current content.
+    let mut h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    h.seek(SeekFrom::Start(3)).unwrap();
+    h.write_all(b"xy").unwrap();
+    drop(h);
+    assert_eq!(std::fs::read(&f).unwrap(), b"012xy56789");
+    // O_APPEND appends.
+    let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    h.write_all(b"!").unwrap();
+    drop(h);
+    assert_eq!(std::fs::read(&f).unwrap(), b"012xy56789!");
+    // O_TRUNC starts empty.
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&f).unwrap();
+    assert_eq!(std::fs::read(&f).unwrap(), b"");
+}
+
+#[test]
+fn read() {
+    let m = mount_or_skip!();
+    let src = corpus_dir().join("csv/flights.csv");
+    let Ok(data) = std::fs::read(&src) else { return };
+    sh_ok(&format!("cp '{}' '{}'", src.display(), m.path("f.csv").display()));
+    let mut f = std::fs::File::open(m.path("f.csv")).unwrap();
+    let before = stats(&m)["bytes_decoded"].as_u64().unwrap();
+    let mut buf = [0u8; 4096];
+    f.seek(SeekFrom::Start(20_000_000)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[..], &data[20_000_000..20_004_096]);
+    let decoded = stats(&m)["bytes_decoded"].as_u64().unwrap() - before;
+    // A 4 KiB read touches one or two 128 KiB segments (plus readahead the
+    // kernel may ask for), never the file.
+    assert!(decoded < 4 << 20, "a 4 KiB read decoded {decoded} bytes");
+}
+
+#[test]
+fn write() {
+    let m = mount_or_skip!();
+    let f = m.path("w");
+    let mut h = std::fs::File::create(&f).unwrap();
+    h.write_all(b"not yet").unwrap();
+    // Written but not committed: no object exists yet.
+    assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 0);
+    drop(h);
+    assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 1);
+}
+
+#[test]
+fn flush() {
+    // A successful close commits; see refuse_gate for the failing one.
+    let m = mount_or_skip!();
+    let f = m.path("x");
+    std::fs::write(&f, b"a").unwrap();
+    std::fs::write(&f, b"b").unwrap();
+    assert_eq!(stats(&m)["writes_committed"], 2);
+    // A close without changes does not commit.
+    drop(std::fs::OpenOptions::new().write(true).open(&f).unwrap());
+    assert_eq!(stats(&m)["writes_committed"], 2);
+}
+
+#[test]
+fn fsync() {
+    let m = mount_or_skip!();
+    let f = m.path("s");
+    let mut h = std::fs::File::create(&f).unwrap();
+    h.write_all(b"durable before close").unwrap();
+    h.sync_all().unwrap();
+    // Committed while still open: a new reader sees it.
+    assert_eq!(std::fs::read(&f).unwrap(), b"durable before close");
+    assert_eq!(stats(&m)["writes_committed"], 1);
+}
+
+#[test]
+fn release() {
+    let m = mount_or_skip!();
+    let f = m.path("mm");
+    std::fs::write(&f, vec![b'.'; 8192]).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: mapping 8192 bytes of a file of that size, shared.
+    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    drop(file); // close: the mapping still holds the file
+    // SAFETY: the mapping is 8192 bytes long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b"mapped".as_ptr(), ptr.cast::<u8>(), 6);
+        // Written back after the close's flush; the release commits it.
+        assert_eq!(libc::msync(ptr, 8192, libc::MS_SYNC), 0);
+        libc::munmap(ptr, 8192);
+    }
+    let data = std::fs::read(&f).unwrap();
+    assert_eq!(&data[..6], b"mapped");
+}
+
+#[test]
+fn truncate() {
+    let m = mount_or_skip!();
+    let f = m.path("t");
+    std::fs::write(&f, b"0123456789").unwrap();
+    // No writer: committed at once, up and down.
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(4).unwrap();
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123");
+    sh_ok(&format!("truncate -s 6 '{}'", f.display()));
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0");
+    // With a writer open: staged, committed at close.
+    let w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    w.set_len(2).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 2);
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0", "new readers see the committed version");
+    drop(w);
+    assert_eq!(std::fs::read(&f).unwrap(), b"01");
+}
+
+#[test]
+fn fallocate() {
+    let m = mount_or_skip!();
+    let f = m.path("fa");
+    let h = std::fs::File::create(&f).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid fd.
+    assert_eq!(unsafe { libc::posix_fallocate(h.as_raw_fd(), 0, 10_000) }, 0);
+    drop(h);
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 10_000);
+    assert_eq!(std::fs::read(&f).unwrap(), vec![0u8; 10_000]);
+}
+
+#[test]
+fn unlink() {
+    let m = mount_or_skip!();
+    let f = m.path("u");
+    std::fs::write(&f, b"still readable").unwrap();
+    let mut open = std::fs::File::open(&f).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    assert!(!f.exists());
+    let mut s = String::new();
+    open.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still readable");
+    drop(open);
+    // The content goes once the last name and handle are gone.
+    assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(m.store.join(".at1/inodes")).unwrap().count(), 0);
+}
+
+#[test]
+fn rename() {
+    let m = mount_or_skip!();
+    let (a, b) = (m.path("a"), m.path("b"));
+    std::fs::write(&a, b"A").unwrap();
+    std::fs::write(&b, b"B").unwrap();
+    // RENAME_NOREPLACE refuses an existing target.
+    // SAFETY: valid C paths.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, cpath(&a).as_ptr(), libc::AT_FDCWD, cpath(&b).as_ptr(), libc::RENAME_NOREPLACE) };
+    assert_eq!((r, errno_of::<()>(Err(std::io::Error::last_os_error()))), (-1, libc::EEXIST));
+    // RENAME_EXCHANGE swaps.
+    // SAFETY: valid C paths.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, cpath(&a).as_ptr(), libc::AT_FDCWD, cpath(&b).as_ptr(), libc::RENAME_EXCHANGE) };
+    assert_eq!(r, 0);
+    assert_eq!((std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()), (b"B".to_vec(), b"A".to_vec()));
+    // Rename over replaces, and the replaced content is collected.
+    std::fs::rename(&a, &b).unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), b"B");
+    assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 1);
+    // Directories move with their content.
+    std::fs::create_dir_all(m.path("d1/sub")).unwrap();
+    std::fs::write(m.path("d1/sub/f"), b"deep").unwrap();
+    std::fs::rename(m.path("d1"), m.path("d2")).unwrap();
+    assert_eq!(std::fs::read(m.path("d2/sub/f")).unwrap(), b"deep");
+}
+
+#[test]
+fn link() {
+    let m = mount_or_skip!();
+    let a = m.path("a");
+    std::fs::write(&a, b"v1").unwrap();
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::fs::hard_link(&a, m.path("d/b")).unwrap();
+    assert_eq!(std::fs::metadata(&a).unwrap().nlink(), 2);
+    assert_eq!(std::fs::metadata(&a).unwrap().ino(), std::fs::metadata(m.path("d/b")).unwrap().ino());
+    std::fs::write(m.path("d/b"), b"version two").unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"version two");
+    std::fs::remove_file(&a).unwrap();
+    assert_eq!(std::fs::metadata(m.path("d/b")).unwrap().nlink(), 1);
+    assert_eq!(std::fs::read(m.path("d/b")).unwrap(), b"version two");
+}
+
+#[test]
+fn special_files() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cd '{}' && mkfifo fifo && mknod null c 1 3 && mkdir -p x/y && ln -s x/y sym && rmdir x/y && mkdir x/y", m.mnt.display()));
+    let (_, out, _) = sh(&format!("cd '{}' && stat -c '%F %h' fifo null x sym && readlink sym", m.mnt.display()));
+    assert_eq!(out, "fifo 1\ncharacter special file 1\ndirectory 3\nsymbolic link 1\nx/y\n");
+    assert!(std::fs::symlink_metadata(m.store.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(m.store.join("null")).unwrap().file_type().is_char_device());
+    assert!(std::fs::symlink_metadata(m.store.join("sym")).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn setattr() {
+    let m = mount_or_skip!();
+    let f = m.path("p");
+    std::fs::write(&f, b"x").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4750)).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o4750);
+    std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
+    let meta = std::fs::metadata(&f).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1, 1, 0o750), "chown cleared set-user-ID");
+    // cp -p sets times before it closes: the commit keeps them.
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), b"timed").unwrap();
+    sh_ok(&format!("touch -d '2001-02-03 04:05:06' '{0}' && cp -p '{0}' '{1}'", src.path().display(), m.path("t").display()));
+    assert_eq!(std::fs::metadata(m.path("t")).unwrap().mtime(), std::fs::metadata(src.path()).unwrap().mtime());
+}
+
+#[test]
+fn xattr() {
+    let m = mount_or_skip!();
+    let f = m.path("w.csv");
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), f.display()));
+    let out = sh_ok(&format!("getfattr -d -m - '{}'", f.display()));
+    for key in ["user.at1.original_bytes=\"2294215\"", "user.at1.codec=\"columnar\"", "user.at1.sha256=", "user.at1.ratio=", "user.at1.recall_point_bytes=", "user.at1.idle_bytes=", "user.at1.blocks=", "user.at1.stored_bytes="] {
+        assert!(out.contains(key), "{key} missing:\n{out}");
+    }
+    sh_ok(&format!("setfattr -n user.mine -v hello '{}'", f.display()));
+    assert_eq!(sh_ok(&format!("getfattr -n user.mine --only-values '{}'", f.display())), "hello");
+    // Kept across a rewrite, shared by hard links.
+    sh_ok(&format!("echo more >> '{}'", f.display()));
+    std::fs::hard_link(&f, m.path("alias")).unwrap();
+    assert_eq!(sh_ok(&format!("getfattr -n user.mine --only-values '{}'", m.path("alias").display())), "hello");
+    // The size-probe protocol: size 0 gives the size; a short buffer ERANGE.
+    let (p, n) = (cpath(&f), CString::new("user.mine").unwrap());
+    // SAFETY: a null buffer with size 0 asks for the size.
+    assert_eq!(unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) }, 5);
+    let mut small = [0u8; 2];
+    // SAFETY: the buffer has 2 bytes.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), small.as_mut_ptr().cast(), 2) };
+    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::ERANGE)));
+    sh_ok(&format!("setfattr -x user.mine '{}'", f.display()));
+    let (code, _, err) = sh(&format!("getfattr -n user.mine '{}'", f.display()));
+    assert!(code != 0 && err.contains("No such attribute"), "{err}");
+}
+
+#[test]
+fn statfs() {
+    let m = mount_or_skip!();
+    let a = sh_ok(&format!("stat -f -c '%b %S' '{}'", m.mnt.display()));
+    let b = sh_ok(&format!("stat -f -c '%b %S' '{}'", m.store.display()));
+    assert_eq!(a, b, "df of the mount is the store filesystem's");
+}
+
+#[test]
+fn control() {
+    let m = mount_or_skip!();
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), m.path("w.csv").display()));
+    sh_ok(&format!("cat '{}' > /dev/null", m.path("w.csv").display()));
+    let v = stats(&m);
+    for key in ["objects", "original_bytes", "stored_bytes", "ratio", "writes_committed", "writes_rejected", "bytes_written", "reads", "bytes_served", "bytes_decoded", "cache_hits", "cache_misses", "cache_bytes", "uptime_s"] {
+        assert!(!v[key].is_null(), "{key} missing in {v}");
+    }
+    assert_eq!(v["objects"], 1);
+    assert_eq!(v["original_bytes"], 2_294_215);
+    assert!(v["bytes_served"].as_u64().unwrap() >= 2_294_215);
+    // Fresh at every open.
+    sh_ok(&format!("cat '{}' > /dev/null", m.path("w.csv").display()));
+    assert!(stats(&m)["reads"].as_u64() > v["reads"].as_u64());
+    let listing = sh_ok(&format!("ls -a '{}'", m.mnt.display()));
+    assert!(listing.lines().any(|l| l == ".at1"));
+}
+
+#[test]
+fn dropped_objects() {
+    let m = mount_or_skip!();
+    let src = corpus_dir().join("logs/Apache_2k.log");
+    sh_ok(&format!("'{}' compress '{}' '{}'", at1_bin().display(), src.display(), m.store.join("apache.log.at1").display()));
+    std::fs::write(m.store.join("notes.txt"), b"plain file\n").unwrap();
+    sh_ok(&format!("cmp '{}' '{}'", src.display(), m.path("apache.log").display()));
+    assert_eq!(std::fs::read(m.path("notes.txt")).unwrap(), b"plain file\n");
+    let listing = sh_ok(&format!("ls '{}'", m.mnt.display()));
+    assert_eq!(listing, "apache.log\nnotes.txt\n");
+    assert!(!m.path("apache.log.at1").exists(), "not reachable under a second name");
+    // The first write makes a managed file; content, name and mode stay.
+    std::fs::set_permissions(m.path("apache.log"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    sh_ok(&format!("echo tail >> '{}'", m.path("apache.log").display()));
+    let mut want = std::fs::read(&src).unwrap();
+    want.extend_from_slice(b"tail\n");
+    assert_eq!(std::fs::read(m.path("apache.log")).unwrap(), want);
+    assert_eq!(std::fs::metadata(m.path("apache.log")).unwrap().mode() & 0o777, 0o640);
+}
+
+// ---------------------------------------------------------------- refusals
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn refuse_gate() {
+    let m = mount_or_skip!();
+    let f = m.path("keep.txt");
+    std::fs::write(&f, b"good version\n").unwrap();
+    let marker = std::str::from_utf8(at1::gate::fault_injection::MARKER).unwrap();
+    let mut h = std::fs::File::create(&f).unwrap();
+    h.write_all(format!("bad {marker}\n").as_bytes()).unwrap();
+    assert_eq!(errno_of(h.sync_all()), libc::EIO, "fsync reports the rejection");
+    drop(h);
+    assert_eq!(std::fs::read(&f).unwrap(), b"good version\n");
+    // And close(2) reports it (cp checks close).
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), format!("bad {marker}\n")).unwrap();
+    let (code, _, err) = sh(&format!("cp '{}' '{}'", bad.path().display(), f.display()));
+    assert!(code != 0 && err.contains("Input/output error"), "{err}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"good version\n");
+    assert_eq!(stats(&m)["writes_rejected"], 2);
+    assert!(m.log_text().contains("rejected"), "the rejection is logged");
+}
+
+#[test]
+fn refuse_corrupt() {
+    let m = mount_or_skip!();
+    let f = m.path("c.log");
+    sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("logs/Linux_2k.log").display(), f.display()));
+    // Flip a byte in the middle of the object, behind the mount's back.
+    let object = std::fs::read_dir(m.store.join(".at1/objects")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&object, bytes).unwrap();
+    let r = std::fs::read(&f);
+    assert_eq!(errno_of(r), libc::EIO);
+    assert!(m.log_text().contains("corrupt"), "the corruption is logged");
+}
+
+#[test]
+fn refuse_control() {
+    let m = mount_or_skip!();
+    std::fs::write(m.path("f"), b"x").unwrap();
+    let c = m.path(".at1");
+    assert_eq!(errno_of(std::fs::File::create(c.join("x"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::create_dir(c.join("d"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::rename(&c, m.path("g"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::remove_dir(&c)), libc::EPERM);
+    assert_eq!(errno_of(std::fs::remove_file(c.join("stats"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::set_permissions(c.join("stats"), std::fs::Permissions::from_mode(0o777))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::OpenOptions::new().write(true).open(c.join("stats"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::create_dir(&c)), libc::EEXIST);
+    assert_eq!(errno_of(std::os::unix::fs::symlink("f", &c)), libc::EEXIST);
+    assert_eq!(errno_of(std::fs::hard_link(m.path("f"), &c)), libc::EEXIST);
+    assert_eq!(errno_of(std::fs::File::create(&c)), libc::EISDIR);
+    assert_eq!(errno_of(std::fs::rename(m.path("f"), &c)), libc::EISDIR);
+    std::fs::create_dir(m.path("dir")).unwrap();
+    assert_eq!(errno_of(std::fs::hard_link(m.path("dir"), m.path("dir2"))), libc::EPERM);
+}
+
+#[test]
+fn refuse_xattr() {
+    let m = mount_or_skip!();
+    let f = m.path("f");
+    std::fs::write(&f, b"x").unwrap();
+    let (p, n) = (cpath(&f), CString::new("user.at1.codec").unwrap());
+    // SAFETY: valid C strings and a 1-byte value.
+    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EPERM)));
+    // SAFETY: valid C strings.
+    let r = unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) };
+    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EPERM)));
+    let missing = CString::new("user.none").unwrap();
+    // SAFETY: size query.
+    let r = unsafe { libc::getxattr(p.as_ptr(), missing.as_ptr(), std::ptr::null_mut(), 0) };
+    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::ENODATA)));
+}
+
+#[test]
+fn refuse_readonly() {
+    let Some(mut m) = Mounted::new(&[]) else { return };
+    std::fs::write(m.path("f"), b"x").unwrap();
+    m.unmount();
+    let ro = Mounted::new_on_store(&m, &["--read-only"]);
+    assert_eq!(std::fs::read(ro.path("f")).unwrap(), b"x");
+    assert_eq!(errno_of(std::fs::write(ro.path("f"), b"y")), libc::EROFS);
+    assert_eq!(errno_of(std::fs::create_dir(ro.path("d"))), libc::EROFS);
+    assert_eq!(errno_of(std::fs::remove_file(ro.path("f"))), libc::EROFS);
+}
