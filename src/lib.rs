@@ -16,6 +16,7 @@ pub mod codec;
 pub mod format;
 pub mod fs;
 pub mod gate;
+pub mod query;
 pub mod reader;
 pub mod stats;
 pub mod store;

@@ -5,6 +5,7 @@
 mod inspect;
 mod mount;
 mod recall;
+mod sql;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -61,6 +62,15 @@ pub enum Command {
         /// Seconds to wait for the daemon to exit.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+    },
+    /// Run a SQL query on a store, a mounted directory, or one .at1/CSV file.
+    Sql {
+        /// A store directory, an at1fs mount point, or a single file.
+        root: PathBuf,
+        query: String,
+        /// Output format when the query has no FORMAT clause.
+        #[arg(long, value_enum, default_value_t = sql::FormatArg::Json)]
+        format: sql::FormatArg,
     },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
@@ -159,6 +169,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { file, json, row_groups } => inspect::run(&*open_object(&file)?, json, row_groups),
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
         Command::Mount(args) => mount::mount(&args),
+        Command::Sql { root, query, format } => sql::run(&root, &query, format),
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }

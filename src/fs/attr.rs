@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType, INodeNo, Request, TimeOrNow};
 
 use super::error::{errno, FsResult};
-use super::inode::{NodeKind, CONTROL_DIR, STATS_FILE};
+use super::inode::{NodeKind, CONTROL_DIR, SQL_FILE, STATS_FILE};
 use super::At1Fs;
 use crate::store::RegularKind;
 
@@ -134,6 +134,7 @@ impl At1Fs {
         match ino {
             CONTROL_DIR => return Ok(virtual_attr(ino, FileType::Directory, 0o555, started)),
             STATS_FILE => return Ok(virtual_attr(ino, FileType::RegularFile, 0o444, started)),
+            SQL_FILE => return Ok(virtual_attr(ino, FileType::RegularFile, 0o666, started)),
             _ => {}
         }
         let (kind, state) = {
@@ -193,6 +194,10 @@ impl At1Fs {
     }
 
     pub(super) fn set_attr(&self, _req: &Request, ino: u64, c: AttrChange) -> FsResult<FileAttr> {
+        if ino == SQL_FILE && c.mode.is_none() && c.uid.is_none() && c.gid.is_none() {
+            // `echo q > .at1/sql` truncates first; there is nothing to cut.
+            return self.attr(ino);
+        }
         if super::inode::is_control(ino) {
             return Err(errno(libc::EPERM));
         }

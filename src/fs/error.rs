@@ -21,6 +21,9 @@ pub enum FsError {
     /// An object could not be read (corrupt block, bad object). EIO.
     #[error("read failed: {0}")]
     Read(#[from] ReadError),
+    /// A query written to `.at1/sql` was refused. EINVAL.
+    #[error("query refused: {0}")]
+    Query(String),
     /// A request the filesystem refuses on purpose, with its errno.
     #[error("{what}")]
     Refused { errno: i32, what: &'static str },
@@ -35,6 +38,7 @@ impl FsError {
         match self {
             FsError::Io(e) => Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)),
             FsError::Rejected(_) | FsError::Read(_) => Errno::EIO,
+            FsError::Query(_) => Errno::EINVAL,
             FsError::Refused { errno, .. } => Errno::from_i32(*errno),
         }
     }

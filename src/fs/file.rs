@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Sender};
 use fuser::{FileType, FopenFlags, TimeOrNow};
 
 use super::error::{errno, FsError, FsResult};
-use super::inode::{FileState, NodeKind, Staging, CONTROL_DIR, STATS_FILE};
+use super::inode::{FileState, NodeKind, Staging, CONTROL_DIR, SQL_FILE, STATS_FILE};
 use super::At1Fs;
 use crate::gate;
 use crate::reader::{AccessCost, Object, Reader};
@@ -65,6 +65,7 @@ pub enum Handle {
     Dir(Vec<DirEntry>),
     /// A control file's bytes, fixed at open.
     Control(Vec<u8>),
+    Sql(super::control::SqlHandle),
     File(OpenFile),
 }
 
@@ -181,7 +182,10 @@ impl At1Fs {
         }
     }
 
-    pub(super) fn open_file(&self, ino: u64, flags: i32) -> FsResult<(u64, FopenFlags)> {
+    pub(super) fn open_file(&self, ino: u64, flags: i32, pid: u32) -> FsResult<(u64, FopenFlags)> {
+        if ino == SQL_FILE {
+            return Ok((self.new_handle(Handle::Sql(self.open_sql(pid))), FopenFlags::FOPEN_DIRECT_IO));
+        }
         if ino == STATS_FILE {
             if flags & libc::O_ACCMODE != libc::O_RDONLY {
                 return Err(FsError::refused(libc::EPERM, ".at1/stats is read-only"));
@@ -233,6 +237,7 @@ impl At1Fs {
                 return Ok(bytes[start..end].to_vec());
             }
             Handle::Dir(_) => return Err(errno(libc::EISDIR)),
+            Handle::Sql(h) => return self.read_sql(h, offset, size),
             Handle::File(f) => match &f.source {
                 Source::Staged => {
                     let inner = lock(&f.state);
@@ -269,6 +274,9 @@ impl At1Fs {
     }
 
     pub(super) fn write_file(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if let Handle::Sql(h) = &*self.handle(fh)? {
+            return self.write_sql(h, data);
+        }
         let handle = self.writer(fh)?;
         let Handle::File(f) = &*handle else { return Err(errno(libc::EBADF)) };
         let mut inner = lock(&f.state);
@@ -336,6 +344,7 @@ impl At1Fs {
     pub(super) fn flush_file(&self, ino: u64, fh: u64) -> FsResult<()> {
         match &*self.handle(fh)? {
             Handle::File(f) if f.write => self.commit(ino),
+            Handle::Sql(h) => self.run_pending_sql(h),
             _ => Ok(()),
         }
     }
@@ -453,6 +462,7 @@ impl At1Fs {
         ];
         if ino == CONTROL_DIR {
             entries.push(DirEntry { ino: STATS_FILE, kind: FileType::RegularFile, name: "stats".into() });
+            entries.push(DirEntry { ino: SQL_FILE, kind: FileType::RegularFile, name: "sql".into() });
             return Ok(self.new_handle(Handle::Dir(entries)));
         }
         if !matches!(self.kind(ino)?, NodeKind::Directory) {
@@ -470,7 +480,7 @@ impl At1Fs {
             }
             let ft = entry.file_type()?;
             let kind = super::attr::file_type_of(&ft);
-            let name = if ft.is_file() { crate::store::logical_name(&self.store, &dir, &name) } else { name };
+            let name = if ft.is_file() { crate::store::logical_name(&dir, &name) } else { name };
             let backing = std::os::unix::fs::DirEntryExt::ino(&entry);
             let ino = self.table().child(ino, &entry.file_name()).unwrap_or(backing);
             entries.push(DirEntry { ino, kind, name });

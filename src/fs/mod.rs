@@ -68,6 +68,8 @@ pub struct At1Fs {
     prefetch: file::Prefetcher,
     /// Original sizes by object file identity (dev, ino, len, ctime).
     sizes: Mutex<HashMap<(u64, u64, u64, i64, i64), u64>>,
+    /// Latest `.at1/sql` result of each session.
+    sessions: control::Sessions,
     /// Set once the session exists, to invalidate kernel caches.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -89,6 +91,7 @@ impl At1Fs {
             started: Instant::now(),
             sizes: Mutex::new(HashMap::new()),
             notifier: Arc::new(std::sync::OnceLock::new()),
+            sessions: control::Sessions::default(),
         })
     }
 
@@ -265,8 +268,8 @@ impl Filesystem for At1Fs {
         finish("link", self.make_link(ino.0, newparent.0, newname), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        finish("open", self.open_file(ino.0, flags.0), reply, |r, (fh, f)| r.opened(FileHandle(fh), f));
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        finish("open", self.open_file(ino.0, flags.0, req.pid()), reply, |r, (fh, f)| r.opened(FileHandle(fh), f));
     }
 
     fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {

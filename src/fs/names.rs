@@ -11,7 +11,7 @@ use std::path::Path;
 use fuser::{FileAttr, FopenFlags, Request};
 
 use super::error::{errno, FsResult};
-use super::inode::{NodeKind, CONTROL_DIR, ROOT, STATS_FILE};
+use super::inode::{NodeKind, CONTROL_DIR, ROOT, SQL_FILE, STATS_FILE};
 use super::At1Fs;
 use crate::store::{self, RegularKind, OBJECT_SUFFIX, WORK_DIR};
 
@@ -33,7 +33,7 @@ impl At1Fs {
         if !t.is_file() {
             return Ok(NodeKind::Special);
         }
-        Ok(NodeKind::Regular(self.store.classify(path)?))
+        Ok(NodeKind::Regular(crate::store::classify(path)?))
     }
 
     /// Looks `name` up in `parent` and registers the kernel's reference.
@@ -41,6 +41,7 @@ impl At1Fs {
         if parent == CONTROL_DIR {
             return match name.as_bytes() {
                 b"stats" => self.attr(STATS_FILE),
+                b"sql" => self.attr(SQL_FILE),
                 _ => Err(errno(libc::ENOENT)),
             };
         }
@@ -48,9 +49,9 @@ impl At1Fs {
             return self.attr(CONTROL_DIR);
         }
         let dir = self.tree_path(parent)?;
-        let tname = store::tree_name(&self.store, &dir, name);
+        let tname = store::tree_name(&dir, name);
         // A bare object `x.at1` shown as `x` is not also reachable as `x.at1`.
-        if tname == name && name.as_bytes().ends_with(OBJECT_SUFFIX.as_bytes()) && store::logical_name(&self.store, &dir, name) != name {
+        if tname == name && name.as_bytes().ends_with(OBJECT_SUFFIX.as_bytes()) && store::logical_name(&dir, name) != name {
             return Err(errno(libc::ENOENT));
         }
         self.register(parent, &dir, &tname)
@@ -90,7 +91,7 @@ impl At1Fs {
         let (uid, gid) = self.owner_for(req, &dir)?;
         self.store.create_file(&path, mode, uid, gid)?;
         let attr = self.register(parent, &dir, name)?;
-        let (fh, fopen) = self.open_file(attr.ino.0, flags)?;
+        let (fh, fopen) = self.open_file(attr.ino.0, flags, req.pid())?;
         Ok((self.attr(attr.ino.0)?, fh, fopen))
     }
 
@@ -150,7 +151,7 @@ impl At1Fs {
         self.check_writable()?;
         self.refuse_control_name(parent, name)?;
         let dir_path = self.tree_path(parent)?;
-        let tname = store::tree_name(&self.store, &dir_path, name);
+        let tname = store::tree_name(&dir_path, name);
         let path = dir_path.join(&tname);
         let node = self.table().child(parent, &tname);
         if dir {
@@ -183,8 +184,8 @@ impl At1Fs {
         self.refuse_control_name(newparent, newname)?;
         let src_dir = self.tree_path(parent)?;
         let dst_dir = self.tree_path(newparent)?;
-        let src_name = store::tree_name(&self.store, &src_dir, name);
-        let dst_name: OsString = store::tree_name(&self.store, &dst_dir, newname);
+        let src_name = store::tree_name(&src_dir, name);
+        let dst_name: OsString = store::tree_name(&dst_dir, newname);
         let replaced = if flags & libc::RENAME_EXCHANGE == 0 { self.table().child(newparent, &dst_name) } else { None };
         let (src, dst) = (cpath(&src_dir.join(&src_name))?, cpath(&dst_dir.join(&dst_name))?);
         // SAFETY: valid C paths; flags are the caller's renameat2 flags.

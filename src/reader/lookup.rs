@@ -146,7 +146,7 @@ impl Reader {
         let table = self.table_or_err()?;
         let col = self.column_index(column)?;
         let logical = table.columns[col].logical_type;
-        let mut acc = Accumulator::new(op);
+        let mut acc = Fold::new(op);
         let mut decoded = 0;
         for (rg, meta) in table.row_groups.iter().enumerate() {
             let stats = &meta.stats[col];
@@ -165,11 +165,15 @@ impl Reader {
     }
 }
 
-/// Folds roll-ups and values into one aggregate, exactly.
-struct Accumulator {
+/// Folds roll-ups and values into one aggregate, exactly. Shared by the
+/// reader's `aggregate` and the SQL engine.
+#[derive(Debug, Clone)]
+pub struct Fold {
     op: Aggregate,
     /// Whether any non-NULL value was folded in (SUM of none is NULL).
     seen: bool,
+    /// Non-NULL values folded in (whatever the operation: AVG needs it).
+    values: u64,
     count: u64,
     int_sum: i128,
     /// (mantissa, scale) once a decimal was added.
@@ -178,20 +182,36 @@ struct Accumulator {
     best: Option<Scalar>,
 }
 
-impl Accumulator {
-    fn new(op: Aggregate) -> Self {
-        Self { op, seen: false, count: 0, int_sum: 0, dec_sum: None, float_sum: None, best: None }
+impl Fold {
+    pub fn new(op: Aggregate) -> Self {
+        Self { op, seen: false, values: 0, count: 0, int_sum: 0, dec_sum: None, float_sum: None, best: None }
     }
 
-    /// Uses a row group's roll-up; false when it cannot answer.
-    fn add_stats(&mut self, s: &ColumnStats, logical: ValueType) -> bool {
+    /// Non-NULL values folded in so far.
+    pub fn values(&self) -> u64 {
+        self.values
+    }
+
+    /// Uses a row group's roll-up; false when it cannot answer (then
+    /// nothing was added).
+    pub fn add_stats(&mut self, s: &ColumnStats, logical: ValueType) -> bool {
         if s.values == 0 {
             return true;
         }
         if !stats_apply(s, logical) {
             return false;
         }
+        let before = (self.seen, self.values);
         self.seen = true;
+        self.values += s.values;
+        let answered = self.add_rollup(s);
+        if !answered {
+            (self.seen, self.values) = before;
+        }
+        answered
+    }
+
+    fn add_rollup(&mut self, s: &ColumnStats) -> bool {
         match self.op {
             Aggregate::Count => self.count += s.values,
             Aggregate::Sum => match s.sum {
@@ -220,8 +240,9 @@ impl Accumulator {
         self.dec_sum = Some((rescale(m, s).saturating_add(rescale(mantissa, scale)), target));
     }
 
-    fn add_value(&mut self, v: &Scalar) {
+    pub fn add_value(&mut self, v: &Scalar) {
         self.seen = true;
+        self.values += 1;
         match self.op {
             Aggregate::Count => self.count += 1,
             Aggregate::Sum => match v {
@@ -247,7 +268,7 @@ impl Accumulator {
         }
     }
 
-    fn finish(self) -> Option<Scalar> {
+    pub fn finish(self) -> Option<Scalar> {
         match self.op {
             Aggregate::Count => Some(Scalar::Int(self.count as i64)),
             Aggregate::Sum if !self.seen => None,

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 pub use cache::BlockCache;
 use cache::{CacheEntry, CacheKey, ObjectKey, Piece};
-pub use lookup::{logical_value, may_contain, stats_apply, Aggregate, AggregateResult, Row};
+pub use lookup::{logical_value, may_contain, stats_apply, Aggregate, AggregateResult, Fold, Row};
 
 use crate::codec::columnar::{self, ColumnChunk};
 use crate::codec::ints::IntPacking;

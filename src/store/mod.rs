@@ -164,7 +164,7 @@ impl Store {
     }
 
     pub fn object_path(&self, id: &InodeId) -> PathBuf {
-        self.work.join("objects").join(format!("{}{OBJECT_SUFFIX}", id.0))
+        object_path_in(&self.root, id)
     }
 
     pub fn inode_path(&self, id: &InodeId) -> PathBuf {
@@ -180,29 +180,6 @@ impl Store {
     /// Whether `name` in directory `dir` (a tree path) is the work area.
     pub fn is_work_dir(&self, dir: &Path, name: &OsStr) -> bool {
         dir == self.root && name == WORK_DIR
-    }
-
-    /// Classifies a regular file of the tree by its first bytes.
-    pub fn classify(&self, path: &Path) -> io::Result<RegularKind> {
-        let mut f = File::open(path)?;
-        let mut head = [0u8; STUB_LEN + 1];
-        let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        let head = &head[..n];
-        if n == STUB_LEN && head.starts_with(STUB_MAGIC) && head[STUB_LEN - 1] == b'\n' {
-            if let Some(id) = InodeId::parse(&head[STUB_MAGIC.len()..STUB_LEN - 1]) {
-                return Ok(RegularKind::Managed(id));
-            }
-        }
-        if head.starts_with(&MAGIC) {
-            return Ok(RegularKind::Bare);
-        }
-        Ok(RegularKind::Plain)
     }
 
     /// Makes a new inode: a stub with `mode` (permission bits), owner
@@ -310,6 +287,31 @@ impl Store {
     }
 }
 
+
+/// Classifies a regular file of a store tree by its first bytes: a stub, an
+/// `.at1` object, or plain bytes.
+pub fn classify(path: &Path) -> io::Result<RegularKind> {
+    let mut f = File::open(path)?;
+    let mut head = [0u8; STUB_LEN + 1];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let head = &head[..n];
+    if n == STUB_LEN && head.starts_with(STUB_MAGIC) && head[STUB_LEN - 1] == b'\n' {
+        if let Some(id) = InodeId::parse(&head[STUB_MAGIC.len()..STUB_LEN - 1]) {
+            return Ok(RegularKind::Managed(id));
+        }
+    }
+    if head.starts_with(&MAGIC) {
+        return Ok(RegularKind::Bare);
+    }
+    Ok(RegularKind::Plain)
+}
+
 fn clear_dir(dir: &Path) -> io::Result<usize> {
     let mut n = 0;
     for entry in fs::read_dir(dir)? {
@@ -331,9 +333,61 @@ fn remove_if_exists(p: &Path) -> io::Result<()> {
     }
 }
 
+/// Where the object of inode `id` lives in the store rooted at `root`.
+pub fn object_path_in(root: &Path, id: &InodeId) -> PathBuf {
+    root.join(WORK_DIR).join("objects").join(format!("{}{OBJECT_SUFFIX}", id.0))
+}
+
+/// What a logical path of a store names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// A regular file whose content is this `.at1` object.
+    Object(PathBuf),
+    /// A managed regular file never written: empty.
+    Empty,
+    /// A regular file of raw bytes (not an object).
+    Plain(PathBuf),
+    /// A directory, symlink or special file.
+    NotAFile,
+}
+
+/// Resolves `logical` (relative, `/`-separated, no `..`) below the store
+/// root `root`, with the mount's name mapping, without a mount.
+pub fn resolve(root: &Path, logical: &Path) -> io::Result<Resolved> {
+    let mut dir = root.to_path_buf();
+    let mut comps = logical.components().peekable();
+    while let Some(c) = comps.next() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "path must be relative, without .."));
+        };
+        if dir == root && name == WORK_DIR {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        dir = dir.join(tree_name(&dir, name));
+        if comps.peek().is_some() && !fs::metadata(&dir)?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+    }
+    if !fs::symlink_metadata(&dir)?.is_file() {
+        return Ok(Resolved::NotAFile);
+    }
+    Ok(match classify(&dir)? {
+        RegularKind::Managed(id) => {
+            let object = object_path_in(root, &id);
+            if object.exists() {
+                Resolved::Object(object)
+            } else {
+                Resolved::Empty
+            }
+        }
+        RegularKind::Bare => Resolved::Object(dir),
+        RegularKind::Plain => Resolved::Plain(dir),
+    })
+}
+
 /// The tree name a logical name maps to in directory `dir`: the name
 /// itself, or `name.at1` when that is a bare object and `name` is free.
-pub fn tree_name(store: &Store, dir: &Path, name: &OsStr) -> OsString {
+pub fn tree_name(dir: &Path, name: &OsStr) -> OsString {
     if fs::symlink_metadata(dir.join(name)).is_ok() {
         return name.to_os_string();
     }
@@ -341,18 +395,18 @@ pub fn tree_name(store: &Store, dir: &Path, name: &OsStr) -> OsString {
     suffixed.push(OBJECT_SUFFIX);
     let candidate = dir.join(&suffixed);
     match fs::symlink_metadata(&candidate) {
-        Ok(m) if m.is_file() && store.classify(&candidate).ok() == Some(RegularKind::Bare) => suffixed,
+        Ok(m) if m.is_file() && classify(&candidate).ok() == Some(RegularKind::Bare) => suffixed,
         _ => name.to_os_string(),
     }
 }
 
 /// The logical name of tree entry `name` in `dir` (a regular file):
 /// `x.at1` is shown as `x` when it is a bare object and `x` is free.
-pub fn logical_name(store: &Store, dir: &Path, name: &OsStr) -> OsString {
+pub fn logical_name(dir: &Path, name: &OsStr) -> OsString {
     let bytes = name.as_bytes();
     if let Some(stem) = bytes.strip_suffix(OBJECT_SUFFIX.as_bytes()).filter(|s| !s.is_empty()) {
         let stem = OsStr::from_bytes(stem);
-        if fs::symlink_metadata(dir.join(stem)).is_err() && store.classify(&dir.join(name)).ok() == Some(RegularKind::Bare) {
+        if fs::symlink_metadata(dir.join(stem)).is_err() && classify(&dir.join(name)).ok() == Some(RegularKind::Bare) {
             return stem.to_os_string();
         }
     }
@@ -458,7 +512,7 @@ mod tests {
         let store = Store::open(dir.path(), None).unwrap();
         let file = dir.path().join("a.txt");
         let id = store.create_file(&file, 0o640, 0, 0).unwrap();
-        assert_eq!(store.classify(&file).unwrap(), RegularKind::Managed(id.clone()));
+        assert_eq!(classify(&file).unwrap(), RegularKind::Managed(id.clone()));
         assert_eq!(fs::metadata(&file).unwrap().nlink(), 2);
         assert!(store.create_file(&file, 0o640, 0, 0).is_err(), "EEXIST");
         fs::write(store.object_path(&id), b"x").unwrap();

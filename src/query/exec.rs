@@ -1,0 +1,485 @@
+//! Running a plan over one table object, through the reader: row groups the
+//! zone maps exclude are never decoded, only the columns the query needs
+//! are decoded, aggregates over row groups the predicate fully covers come
+//! from the footer roll-ups, and LIMIT stops the scan.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::expr::{AggFunc, ColumnZone, Datum, Verdict};
+use super::output::RowSink;
+use super::plan::{Item, OrderKey, Plan};
+use super::QueryError;
+use crate::codec::columnar::ColumnChunk;
+use crate::format::{RowGroupMeta, Table};
+use crate::reader::{logical_value, AccessCost, Aggregate, Fold, Reader};
+use crate::value::{Decimal, Scalar};
+
+/// What a query read, shown with its result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryStats {
+    pub bytes_read: u64,
+    pub total_block_bytes: u64,
+    pub row_groups_total: u64,
+    pub row_groups_scanned: u64,
+    pub elapsed_ms: f64,
+}
+
+/// Runs `plan` and streams its rows into `sink`.
+pub fn run(plan: &Plan, reader: &Reader, sink: &mut dyn RowSink) -> Result<QueryStats, QueryError> {
+    let start = Instant::now();
+    let object = reader.object();
+    let table = object.table().ok_or_else(|| QueryError::NotATable(plan.path.clone()))?;
+    let mut exec = Exec { plan, reader, table, cost: AccessCost::default(), scanned: 0 };
+    if plan.is_aggregate() {
+        exec.aggregate(sink)?;
+    } else {
+        exec.select(sink)?;
+    }
+    Ok(QueryStats {
+        bytes_read: exec.cost.bytes_read,
+        total_block_bytes: object.footer().total_block_bytes(),
+        row_groups_total: table.row_groups.len() as u64,
+        row_groups_scanned: exec.scanned,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+struct Exec<'a> {
+    plan: &'a Plan,
+    reader: &'a Reader,
+    table: &'a Table,
+    cost: AccessCost,
+    scanned: u64,
+}
+
+/// The decoded columns of one row group that the query needs.
+struct Decoded<'a> {
+    table: &'a Table,
+    chunks: Vec<Option<Arc<ColumnChunk>>>,
+}
+
+impl Decoded<'_> {
+    fn value(&self, col: usize, row: usize) -> Datum {
+        let chunk = self.chunks[col].as_ref()?;
+        logical_value(chunk, row, self.table.columns[col].logical_type, &self.table.dialect)
+    }
+}
+
+impl<'a> Exec<'a> {
+    fn verdict(&self, meta: &RowGroupMeta) -> Verdict {
+        let Some(filter) = &self.plan.filter else { return Verdict::All };
+        filter.judge(&|c| ColumnZone { stats: &meta.stats[c], logical: self.table.columns[c].logical_type, rows: meta.row_count })
+    }
+
+    /// Decodes `cols` of row group `rg` (adding to what is decoded).
+    fn decode(&mut self, rg: usize, cols: &[usize], d: &mut Decoded<'a>) -> Result<(), QueryError> {
+        for &c in cols {
+            if d.chunks[c].is_none() {
+                d.chunks[c] = Some(self.reader.column(rg, c, &mut self.cost)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of row group `rg` that pass the filter (decoding its columns).
+    fn matching_rows(&mut self, rg: usize, verdict: Verdict, d: &mut Decoded<'a>) -> Result<Vec<usize>, QueryError> {
+        let rows = self.table.row_groups[rg].row_count as usize;
+        match (&self.plan.filter, verdict) {
+            (Some(filter), Verdict::Some) => {
+                let mut cols = Vec::new();
+                filter.columns(&mut cols);
+                self.decode(rg, &cols, d)?;
+                Ok((0..rows).filter(|&r| filter.passes(&|c| d.value(c, r))).collect())
+            }
+            _ => Ok((0..rows).collect()),
+        }
+    }
+
+    /// A non-aggregate query: rows in file order, or sorted.
+    fn select(&mut self, sink: &mut dyn RowSink) -> Result<(), QueryError> {
+        if !self.plan.order_by.is_empty() {
+            return self.select_sorted(sink);
+        }
+        let plan = self.plan;
+        let wanted = plan.limit.map(|l| l.saturating_add(plan.offset));
+        let mut produced = 0u64;
+        for rg in 0..self.table.row_groups.len() {
+            if wanted.is_some_and(|w| produced >= w) {
+                break; // LIMIT reached: the rest is never read
+            }
+            let Some((rows, d)) = self.scan_row_group(rg, &plan.columns_of_items())? else { continue };
+            for r in rows {
+                if produced >= plan.offset {
+                    sink.row(&self.row_values(&d, r)[..plan.visible])?;
+                }
+                produced += 1;
+                if wanted.is_some_and(|w| produced >= w) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prunes, filters and decodes one row group: the passing rows and
+    /// the decoded `cols` (None when the zone maps or the filter rule out
+    /// every row).
+    fn scan_row_group(&mut self, rg: usize, cols: &[usize]) -> Result<Option<(Vec<usize>, Decoded<'a>)>, QueryError> {
+        let verdict = self.verdict(&self.table.row_groups[rg]);
+        if verdict == Verdict::None {
+            return Ok(None);
+        }
+        self.scanned += 1;
+        let mut d = Decoded { table: self.table, chunks: vec![None; self.table.columns.len()] };
+        let rows = self.matching_rows(rg, verdict, &mut d)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        self.decode(rg, cols, &mut d)?;
+        Ok(Some((rows, d)))
+    }
+
+    fn row_values(&self, d: &Decoded<'_>, r: usize) -> Vec<Datum> {
+        self.plan.items.iter().map(|i| if let Item::Column(c) = i { d.value(*c, r) } else { None }).collect()
+    }
+
+    /// ORDER BY in two passes: the sort keys of every passing row first
+    /// (only those columns decoded), then the full rows of the winners —
+    /// so a top-k reads its key column plus the row groups of k rows.
+    fn select_sorted(&mut self, sink: &mut dyn RowSink) -> Result<(), QueryError> {
+        let plan = self.plan;
+        let key_cols: Vec<usize> = plan.order_by.iter().filter_map(|k| if let Item::Column(c) = plan.items[k.item] { Some(c) } else { None }).collect();
+        let mut sorter = TopK::new(&plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
+        for rg in 0..self.table.row_groups.len() {
+            let Some((rows, d)) = self.scan_row_group(rg, &key_cols)? else { continue };
+            for r in rows {
+                sorter.push(self.row_values(&d, r), (rg, r));
+            }
+        }
+        let winners = sorter.finish();
+        let end = plan.limit.map_or(usize::MAX, |l| plan.offset.saturating_add(l) as usize);
+        let shown: Vec<(usize, usize)> = winners.into_iter().take(end).skip(plan.offset as usize).map(|(_, id)| id).collect();
+        // Second pass: decode each winning row group once.
+        let mut by_group: Vec<(usize, usize, usize)> = shown.iter().enumerate().map(|(pos, &(rg, r))| (rg, r, pos)).collect();
+        by_group.sort_unstable();
+        let mut out: Vec<Vec<Datum>> = vec![Vec::new(); shown.len()];
+        let item_cols = plan.columns_of_items();
+        let mut i = 0;
+        while i < by_group.len() {
+            let rg = by_group[i].0;
+            let mut d = Decoded { table: self.table, chunks: vec![None; self.table.columns.len()] };
+            self.decode(rg, &item_cols, &mut d)?;
+            while i < by_group.len() && by_group[i].0 == rg {
+                let (_, r, pos) = by_group[i];
+                out[pos] = self.row_values(&d, r);
+                i += 1;
+            }
+        }
+        for row in out {
+            sink.row(&row[..plan.visible])?;
+        }
+        Ok(())
+    }
+
+    /// An aggregate query (with or without GROUP BY).
+    fn aggregate(&mut self, sink: &mut dyn RowSink) -> Result<(), QueryError> {
+        let plan = self.plan;
+        let mut groups: Groups = Groups::default();
+        if plan.group_by.is_empty() {
+            groups.entry(Vec::new(), plan); // one row even over no rows
+        }
+        let agg_cols: Vec<usize> = plan.aggregates.iter().filter_map(|(_, c)| *c).collect();
+        for rg in 0..self.table.row_groups.len() {
+            let meta = &self.table.row_groups[rg];
+            let verdict = self.verdict(meta);
+            if verdict == Verdict::None {
+                continue;
+            }
+            if verdict == Verdict::All && self.fold_rollups(meta, &mut groups) {
+                continue; // answered from the footer: nothing decoded
+            }
+            self.scanned += 1;
+            let mut d = Decoded { table: self.table, chunks: vec![None; self.table.columns.len()] };
+            let rows = self.matching_rows(rg, verdict, &mut d)?;
+            if rows.is_empty() {
+                continue;
+            }
+            self.decode(rg, &plan.group_by, &mut d)?;
+            self.decode(rg, &agg_cols, &mut d)?;
+            for r in rows {
+                let key: Vec<Datum> = plan.group_by.iter().map(|&c| d.value(c, r)).collect();
+                let g = groups.entry(key, plan);
+                for (i, (func, col)) in plan.aggregates.iter().enumerate() {
+                    match (func, col) {
+                        (AggFunc::CountStar, _) => g.folds[i].count_rows(1),
+                        (_, Some(c)) => {
+                            if let Some(v) = d.value(*c, r) {
+                                g.folds[i].fold.add_value(&v);
+                            }
+                        }
+                        (_, None) => {}
+                    }
+                }
+            }
+        }
+        let rows: Vec<Vec<Datum>> = groups
+            .order
+            .into_iter()
+            .map(|key| {
+                let g = groups.map.remove(&key).unwrap_or_else(|| Group::new(Vec::new(), plan));
+                plan.items
+                    .iter()
+                    .map(|item| match item {
+                        Item::Column(c) => plan.group_by.iter().position(|x| x == c).and_then(|p| g.key[p].clone()),
+                        Item::Aggregate(a) => g.folds[*a].clone().finish(),
+                    })
+                    .collect()
+            })
+            .collect();
+        if plan.order_by.is_empty() {
+            let end = plan.limit.map_or(usize::MAX, |l| plan.offset.saturating_add(l) as usize);
+            for row in rows.iter().take(end).skip(plan.offset as usize) {
+                sink.row(&row[..plan.visible])?;
+            }
+            return Ok(());
+        }
+        let mut sorter = TopK::new(&plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
+        rows.into_iter().for_each(|r| sorter.push(r, (0, 0)));
+        let sorted: Vec<Vec<Datum>> = sorter.finish().into_iter().map(|(row, _)| row).collect();
+        emit(sorted, plan, sink)
+    }
+
+    /// Adds a row group that the predicate fully covers from its roll-ups.
+    /// Possible when every aggregate has a usable roll-up and every GROUP
+    /// BY column is constant (and not NULL) in the row group. Returns false
+    /// (having added nothing) otherwise.
+    fn fold_rollups(&self, meta: &RowGroupMeta, groups: &mut Groups) -> bool {
+        let plan = self.plan;
+        let mut key = Vec::with_capacity(plan.group_by.len());
+        for &c in &plan.group_by {
+            let s = &meta.stats[c];
+            match (&s.min, &s.max) {
+                (Some(lo), Some(hi)) if s.nulls == 0 && lo == hi && crate::reader::stats_apply(s, self.table.columns[c].logical_type) => {
+                    key.push(Some(lo.clone()))
+                }
+                _ => return false,
+            }
+        }
+        // Try on copies, so a roll-up that cannot answer leaves no trace.
+        let mut trial = groups.map.get(&group_key(&key)).map_or_else(|| Group::new(key.clone(), plan), Clone::clone);
+        for (i, (func, col)) in plan.aggregates.iter().enumerate() {
+            let ok = match (func, col) {
+                (AggFunc::CountStar, _) => {
+                    trial.folds[i].count_rows(meta.row_count);
+                    true
+                }
+                (_, Some(c)) => trial.folds[i].fold.add_stats(&meta.stats[*c], self.table.columns[*c].logical_type),
+                (_, None) => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        groups.put(trial);
+        true
+    }
+}
+
+/// One aggregate's running state.
+#[derive(Debug, Clone)]
+struct AggState {
+    func: AggFunc,
+    fold: Fold,
+    rows: u64,
+}
+
+impl AggState {
+    fn new(func: AggFunc) -> Self {
+        let op = match func {
+            AggFunc::CountStar | AggFunc::Count => Aggregate::Count,
+            AggFunc::Sum | AggFunc::Avg => Aggregate::Sum,
+            AggFunc::Min => Aggregate::Min,
+            AggFunc::Max => Aggregate::Max,
+        };
+        Self { func, fold: Fold::new(op), rows: 0 }
+    }
+
+    fn count_rows(&mut self, n: u64) {
+        self.rows += n;
+    }
+
+    fn finish(self) -> Datum {
+        match self.func {
+            AggFunc::CountStar => Some(Scalar::Int(self.rows as i64)),
+            AggFunc::Avg => {
+                let n = self.fold.values();
+                let sum = self.fold.finish()?;
+                Some(Scalar::Float(sum.as_f64()? / n as f64))
+            }
+            _ => self.fold.finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    key: Vec<Datum>,
+    folds: Vec<AggState>,
+}
+
+impl Group {
+    fn new(key: Vec<Datum>, plan: &Plan) -> Self {
+        Self { key, folds: plan.aggregates.iter().map(|(f, _)| AggState::new(*f)).collect() }
+    }
+}
+
+/// Groups by a hashable form of their key, in first-seen order.
+#[derive(Default)]
+struct Groups {
+    map: HashMap<Vec<u8>, Group>,
+    order: Vec<Vec<u8>>,
+}
+
+impl Groups {
+    fn entry(&mut self, key: Vec<Datum>, plan: &Plan) -> &mut Group {
+        let k = group_key(&key);
+        if !self.map.contains_key(&k) {
+            self.order.push(k.clone());
+        }
+        self.map.entry(k).or_insert_with(|| Group::new(key, plan))
+    }
+
+    fn put(&mut self, g: Group) {
+        let k = group_key(&g.key);
+        if !self.map.contains_key(&k) {
+            self.order.push(k.clone());
+        }
+        self.map.insert(k, g);
+    }
+}
+
+/// A byte key under which equal values (1.5 and 1.50, 2 and 2.0) meet.
+fn group_key(values: &[Datum]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            None => out.push(0),
+            Some(Scalar::Int(i)) => push_number(&mut out, Decimal { mantissa: *i, scale: 0 }),
+            Some(Scalar::Decimal(d)) => push_number(&mut out, *d),
+            Some(Scalar::Float(f)) => {
+                out.push(2);
+                out.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+            Some(Scalar::Timestamp(t)) => {
+                out.push(3);
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            Some(Scalar::Date(d)) => {
+                out.push(3);
+                out.extend_from_slice(&(i64::from(*d) * 86_400).to_le_bytes());
+            }
+            Some(Scalar::Bool(b)) => out.extend_from_slice(&[4, u8::from(*b)]),
+            Some(Scalar::Str(s)) => {
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s);
+            }
+        }
+    }
+    out
+}
+
+fn push_number(out: &mut Vec<u8>, mut d: Decimal) {
+    while d.scale > 0 && d.mantissa % 10 == 0 {
+        d.mantissa /= 10;
+        d.scale -= 1;
+    }
+    out.push(1);
+    out.extend_from_slice(&d.mantissa.to_le_bytes());
+    out.push(d.scale);
+}
+
+/// Orders rows by the ORDER BY keys; with a limit, keeps only the best
+/// `limit + offset` (so memory follows the limit, not the table).
+struct TopK<'a> {
+    keys: &'a [OrderKey],
+    keep: Option<usize>,
+    /// (row values, where the row is: row group and row).
+    rows: Vec<(Vec<Datum>, (usize, usize))>,
+}
+
+impl<'a> TopK<'a> {
+    fn new(keys: &'a [OrderKey], keep: Option<u64>) -> Self {
+        Self { keys, keep: keep.map(|k| k as usize), rows: Vec::new() }
+    }
+
+    fn push(&mut self, row: Vec<Datum>, id: (usize, usize)) {
+        self.rows.push((row, id));
+        if let Some(k) = self.keep {
+            if self.rows.len() >= 2 * k.max(512) {
+                self.compact(k);
+            }
+        }
+    }
+
+    fn compact(&mut self, k: usize) {
+        let keys = self.keys;
+        self.rows.sort_by(|a, b| order_rows(keys, &a.0, &b.0));
+        self.rows.truncate(k);
+    }
+
+    fn finish(mut self) -> Vec<(Vec<Datum>, (usize, usize))> {
+        let keys = self.keys;
+        // A stable sort: ties keep their file order.
+        self.rows.sort_by(|a, b| order_rows(keys, &a.0, &b.0));
+        if let Some(k) = self.keep {
+            self.rows.truncate(k);
+        }
+        self.rows
+    }
+}
+
+fn order_rows(keys: &[OrderKey], a: &[Datum], b: &[Datum]) -> Ordering {
+    for k in keys {
+        let ord = match (&a[k.item], &b[k.item]) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => {
+                if k.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (Some(_), None) => {
+                if k.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (Some(x), Some(y)) => {
+                let o = x.compare(y).unwrap_or(Ordering::Equal);
+                if k.desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
+}
+
+fn emit(rows: Vec<Vec<Datum>>, plan: &Plan, sink: &mut dyn RowSink) -> Result<(), QueryError> {
+    let end = plan.limit.map_or(usize::MAX, |l| plan.offset.saturating_add(l) as usize);
+    for row in rows.iter().take(end).skip(plan.offset as usize) {
+        sink.row(&row[..plan.visible])?;
+    }
+    Ok(())
+}
