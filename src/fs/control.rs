@@ -193,6 +193,10 @@ pub struct SqlHandle {
     sid: i32,
     text: Mutex<Vec<u8>>,
     result: Mutex<Option<Arc<ResultBytes>>>,
+    /// File position where the last query's text ended: a plain `read`
+    /// after `write` starts there and gets the result from its start (so
+    /// does a read at offset 0).
+    base: std::sync::atomic::AtomicU64,
 }
 
 /// The session id of process `pid` (its shell session: `echo > sql` and
@@ -212,7 +216,7 @@ impl At1Fs {
     /// until a query is written on it.
     pub(super) fn open_sql(&self, pid: u32) -> SqlHandle {
         let sid = session_of(pid);
-        SqlHandle { sid, text: Mutex::new(Vec::new()), result: Mutex::new(self.sessions.get(sid)) }
+        SqlHandle { sid, text: Mutex::new(Vec::new()), result: Mutex::new(self.sessions.get(sid)), base: Default::default() }
     }
 
     /// Runs a query and publishes its result (or error) to the handle and
@@ -246,7 +250,8 @@ impl At1Fs {
 
     /// A write appends to the handle's query; a complete query (ending in a
     /// newline or `;`) runs at once, so a bad one fails its write.
-    pub(super) fn write_sql(&self, h: &SqlHandle, data: &[u8]) -> FsResult<u32> {
+    pub(super) fn write_sql(&self, h: &SqlHandle, offset: u64, data: &[u8]) -> FsResult<u32> {
+        h.base.store(offset + data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let complete = {
             let mut text = h.text.lock().map_err(|_| errno(libc::EIO))?;
             text.extend_from_slice(data);
@@ -273,6 +278,8 @@ impl At1Fs {
         // A query written without a terminator runs when it is read.
         let _ = self.run_pending_sql(h);
         let result = h.result.lock().map_err(|_| errno(libc::EIO))?.clone();
+        let base = h.base.load(std::sync::atomic::Ordering::Relaxed);
+        let offset = if offset >= base { offset - base } else { offset };
         match result {
             Some(r) => Ok(r.read_at(offset, size)?),
             None if offset == 0 => Ok(b"{\"error\": \"no query was written in this session: write one to .at1/sql first\"}\n".to_vec()),

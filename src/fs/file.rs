@@ -275,7 +275,7 @@ impl At1Fs {
 
     pub(super) fn write_file(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         if let Handle::Sql(h) = &*self.handle(fh)? {
-            return self.write_sql(h, data);
+            return self.write_sql(h, offset, data);
         }
         let handle = self.writer(fh)?;
         let Handle::File(f) = &*handle else { return Err(errno(libc::EBADF)) };
