@@ -193,10 +193,13 @@ pub struct SqlHandle {
     sid: i32,
     text: Mutex<Vec<u8>>,
     result: Mutex<Option<Arc<ResultBytes>>>,
-    /// File position where the last query's text ended: a plain `read`
-    /// after `write` starts there and gets the result from its start (so
-    /// does a read at offset 0).
+    /// File position where the last query's text ended. The first read
+    /// after a query decides how offsets map to the result: a plain `read`
+    /// continues at this position and gets the result from its start; a
+    /// `pread` (or read after `lseek`) at 0 reads it from 0.
     base: std::sync::atomic::AtomicU64,
+    /// The offset that maps to the result's first byte, once decided.
+    shift: Mutex<Option<u64>>,
 }
 
 /// The session id of process `pid` (its shell session: `echo > sql` and
@@ -216,7 +219,7 @@ impl At1Fs {
     /// until a query is written on it.
     pub(super) fn open_sql(&self, pid: u32) -> SqlHandle {
         let sid = session_of(pid);
-        SqlHandle { sid, text: Mutex::new(Vec::new()), result: Mutex::new(self.sessions.get(sid)), base: Default::default() }
+        SqlHandle { sid, text: Mutex::new(Vec::new()), result: Mutex::new(self.sessions.get(sid)), base: Default::default(), shift: Mutex::new(None) }
     }
 
     /// Runs a query and publishes its result (or error) to the handle and
@@ -240,6 +243,9 @@ impl At1Fs {
         let result = Arc::new(result);
         if let Ok(mut r) = h.result.lock() {
             *r = Some(result.clone());
+        }
+        if let Ok(mut shift) = h.shift.lock() {
+            *shift = None;
         }
         self.sessions.put(h.sid, result);
         match err {
@@ -279,7 +285,8 @@ impl At1Fs {
         let _ = self.run_pending_sql(h);
         let result = h.result.lock().map_err(|_| errno(libc::EIO))?.clone();
         let base = h.base.load(std::sync::atomic::Ordering::Relaxed);
-        let offset = if offset >= base { offset - base } else { offset };
+        let shift = *h.shift.lock().map_err(|_| errno(libc::EIO))?.get_or_insert(if offset == base { base } else { 0 });
+        let offset = offset.saturating_sub(shift);
         match result {
             Some(r) => Ok(r.read_at(offset, size)?),
             None if offset == 0 => Ok(b"{\"error\": \"no query was written in this session: write one to .at1/sql first\"}\n".to_vec()),

@@ -422,17 +422,59 @@ impl Reader {
     }
 
     /// Decodes every segment in order into `out`, then checks the SHA-256 of
-    /// everything written against the trailer's.
+    /// everything written against the trailer's. Segments are decoded on
+    /// all cores and written in order; at most a few are held at once.
     pub fn extract(&self, out: &mut dyn io::Write, mut progress: impl FnMut(u64)) -> Result<AccessCost, ReadError> {
         use sha2::Digest;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let n = self.segment_count();
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
         let mut sha = sha2::Sha256::new();
         let mut cost = AccessCost::default();
-        for i in 0..self.segment_count() {
-            let text = self.segment_text(i, &mut cost)?;
-            sha.update(&text[..]);
-            out.write_all(&text)?;
-            progress(text.len() as u64);
-        }
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Arc<Vec<u8>>, ReadError>, AccessCost)>(threads * 2);
+        let result: Result<(), ReadError> = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, next, stop) = (tx.clone(), &next, &stop);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let mut c = AccessCost::default();
+                    let text = self.segment_text(i, &mut c);
+                    if tx.send((i, text, c)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(tx);
+            let mut pending = std::collections::BTreeMap::new();
+            let mut expect = 0;
+            for (i, text, c) in rx.iter() {
+                cost.add(c);
+                pending.insert(i, text);
+                while let Some(text) = pending.remove(&expect) {
+                    let written = text.and_then(|t| {
+                        sha.update(&t[..]);
+                        out.write_all(&t)?;
+                        Ok(t.len() as u64)
+                    });
+                    match written {
+                        Ok(len) => progress(len),
+                        Err(e) => {
+                            // Workers stop; dropping the receiver ends them.
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    expect += 1;
+                }
+            }
+            Ok(())
+        });
+        result?;
         if sha.finalize()[..] != self.object.trailer.original_sha256 {
             return Err(ReadError::Format(FormatError::Inconsistent("SHA-256 of the decoded bytes does not match the trailer".into())));
         }

@@ -87,15 +87,17 @@ impl StrValues {
 }
 
 /// A decoded column chunk.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ColumnChunk {
     pub storage_type: ValueType,
     pub codes: Vec<u8>,
     pub values: Values,
     /// (row, raw field bytes), rows ascending.
     pub exceptions: Vec<(u32, Vec<u8>)>,
-    /// `value_index[row]`: index into `values` for `CODE_VALUE` rows.
-    value_index: Vec<u32>,
+    /// `value_index[row]`: index into `values` for `CODE_VALUE` rows. Built
+    /// on first random access (SQL); rebuilding text walks the chunk with a
+    /// [`TextCursor`] and never needs it.
+    value_index: std::sync::OnceLock<Vec<u32>>,
 }
 
 /// The result of encoding one chunk.
@@ -456,15 +458,7 @@ pub fn decode_chunk(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
     if codes.iter().filter(|&&c| c == CODE_EXCEPTION).count() != n_exc {
         return Err(malformed("exception count does not match the codes"));
     }
-    let mut value_index = vec![u32::MAX; rows];
-    let mut n_values = 0u32;
-    for (i, &c) in codes.iter().enumerate() {
-        if c == CODE_VALUE {
-            value_index[i] = n_values;
-            n_values += 1;
-        }
-    }
-    let n = n_values as usize;
+    let n = codes.iter().filter(|&&c| c == CODE_VALUE).count();
     let values = match storage_type {
         ValueType::Null if n == 0 => Values::Null,
         ValueType::Null => return Err(malformed("values in an all-NULL chunk")),
@@ -497,7 +491,7 @@ pub fn decode_chunk(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
     if !r.is_at_end() {
         return Err(malformed("trailing bytes in a column chunk"));
     }
-    Ok(ColumnChunk { storage_type, codes, values, exceptions, value_index })
+    Ok(ColumnChunk { storage_type, codes, values, exceptions, value_index: std::sync::OnceLock::new() })
 }
 
 fn malformed(what: &str) -> CodecError {
@@ -575,11 +569,31 @@ impl ColumnChunk {
         self.codes.len()
     }
 
+    fn value_index(&self, row: usize) -> usize {
+        let index = self.value_index.get_or_init(|| {
+            let mut n = 0u32;
+            self.codes
+                .iter()
+                .map(|&c| {
+                    let i = n;
+                    n += u32::from(c == CODE_VALUE);
+                    i
+                })
+                .collect()
+        });
+        index[row] as usize
+    }
+
+    /// A cursor that writes the chunk's fields in row order.
+    pub fn cursor(&self) -> TextCursor<'_> {
+        TextCursor { chunk: self, row: 0, value: 0, exception: 0, memo_value: usize::MAX, memo: Vec::new() }
+    }
+
     /// Appends the exact original text of the field in `row`. `Err` for a
     /// missing field (the row layout must supply such rows).
     pub fn write_field(&self, row: usize, dialect: &Dialect, out: &mut Vec<u8>) -> Result<(), CodecError> {
         match self.codes[row] {
-            CODE_VALUE => self.write_value(self.value_index[row] as usize, dialect, out),
+            CODE_VALUE => self.write_value(self.value_index(row), dialect, out),
             CODE_EXCEPTION => out.extend_from_slice(self.exception(row).ok_or_else(|| malformed("exception missing"))?),
             CODE_MISSING => return Err(malformed("a missing field in a regular row")),
             null => out.extend_from_slice(NULL_TOKENS[usize::from(null - CODE_FIRST_NULL)]),
@@ -610,7 +624,7 @@ impl ColumnChunk {
     /// The typed value of `row` as stored (`None` for NULL or missing).
     pub fn scalar(&self, row: usize, quote: Option<u8>) -> Option<Scalar> {
         match self.codes[row] {
-            CODE_VALUE => Some(self.value_scalar(self.value_index[row] as usize)),
+            CODE_VALUE => Some(self.value_scalar(self.value_index(row))),
             CODE_EXCEPTION => {
                 let raw = self.exception(row)?;
                 value::parse_lenient(self.storage_type, &unquote(raw, quote))
@@ -637,10 +651,10 @@ impl ColumnChunk {
         match self.codes[row] {
             CODE_VALUE => {
                 if let Values::Str(s) = &self.values {
-                    return Some(s.get(self.value_index[row] as usize).to_vec());
+                    return Some(s.get(self.value_index(row)).to_vec());
                 }
                 let mut out = Vec::new();
-                self.write_value(self.value_index[row] as usize, dialect, &mut out);
+                self.write_value(self.value_index(row), dialect, &mut out);
                 Some(out)
             }
             CODE_EXCEPTION => Some(unquote(self.exception(row)?, dialect.quote).into_owned()),
@@ -650,6 +664,75 @@ impl ColumnChunk {
 
     pub fn is_null(&self, row: usize) -> bool {
         self.codes[row] != CODE_VALUE && self.codes[row] != CODE_EXCEPTION
+    }
+}
+
+/// Writes a chunk's fields in row order without per-row lookups, reusing
+/// the text of a value equal to the previous one (sorted and repetitive
+/// columns are common: dates, codes, flags).
+pub struct TextCursor<'a> {
+    chunk: &'a ColumnChunk,
+    row: usize,
+    value: usize,
+    exception: usize,
+    /// Value index whose text is in `memo`.
+    memo_value: usize,
+    memo: Vec<u8>,
+}
+
+impl TextCursor<'_> {
+    /// Writes the current row's field and moves to the next row.
+    pub fn write_next(&mut self, dialect: &Dialect, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let chunk = self.chunk;
+        let code = *chunk.codes.get(self.row).ok_or_else(|| malformed("past the last row"))?;
+        self.row += 1;
+        match code {
+            CODE_VALUE => {
+                let i = self.value;
+                self.value += 1;
+                if self.memo_value != usize::MAX && chunk.same_value(self.memo_value, i) {
+                    out.extend_from_slice(&self.memo);
+                } else {
+                    let start = out.len();
+                    chunk.write_value(i, dialect, out);
+                    self.memo.clear();
+                    self.memo.extend_from_slice(&out[start..]);
+                }
+                self.memo_value = i;
+            }
+            CODE_EXCEPTION => {
+                let (_, raw) = chunk.exceptions.get(self.exception).ok_or_else(|| malformed("exception missing"))?;
+                self.exception += 1;
+                out.extend_from_slice(raw);
+            }
+            CODE_MISSING => return Err(malformed("a missing field in a regular row")),
+            null => out.extend_from_slice(NULL_TOKENS[usize::from(null - CODE_FIRST_NULL)]),
+        }
+        Ok(())
+    }
+
+    /// Moves past the current row (an irregular row, written verbatim).
+    pub fn skip(&mut self) {
+        match self.chunk.codes.get(self.row) {
+            Some(&CODE_VALUE) => self.value += 1,
+            Some(&CODE_EXCEPTION) => self.exception += 1,
+            _ => {}
+        }
+        self.row += 1;
+    }
+}
+
+impl ColumnChunk {
+    /// Whether values `a` and `b` are equal (so have the same text).
+    fn same_value(&self, a: usize, b: usize) -> bool {
+        match &self.values {
+            Values::Null => false,
+            Values::Int(v) | Values::Date(v) => v[a] == v[b],
+            Values::Decimal { mantissas, scales } => mantissas[a] == mantissas[b] && scales[a] == scales[b],
+            Values::Timestamp { seconds, .. } => seconds[a] == seconds[b],
+            Values::Bool { bits, .. } => bits[a] == bits[b],
+            Values::Str(s) => s.indices.as_ref().is_some_and(|ix| ix[a] == ix[b]),
+        }
     }
 }
 

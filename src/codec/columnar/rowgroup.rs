@@ -103,16 +103,18 @@ pub fn write_row_group(columns: &[ColumnChunk], layout: Option<&RowLayout>, dial
     let irregular = layout.map_or(&[][..], |l| &l.rows[..]);
     let mut next_irregular = irregular.iter().peekable();
     let terminator = dialect.terminator.bytes();
+    let mut cursors: Vec<_> = columns.iter().map(|c| c.cursor()).collect();
     for row in 0..rows as usize {
         if let Some((_, bytes)) = next_irregular.next_if(|(r, _)| *r as usize == row) {
             out.extend_from_slice(bytes);
+            cursors.iter_mut().for_each(|c| c.skip());
             continue;
         }
-        for (c, chunk) in columns.iter().enumerate() {
+        for (c, cursor) in cursors.iter_mut().enumerate() {
             if c > 0 {
                 out.push(dialect.delimiter);
             }
-            chunk.write_field(row, dialect, out)?;
+            cursor.write_next(dialect, out)?;
         }
         out.extend_from_slice(terminator);
     }
