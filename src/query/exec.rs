@@ -4,7 +4,6 @@
 //! from the footer roll-ups, and LIMIT stops the scan.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,6 +64,16 @@ impl Decoded<'_> {
     fn value(&self, col: usize, row: usize) -> Datum {
         let chunk = self.chunks[col].as_ref()?;
         logical_value(chunk, row, self.table.columns[col].logical_type, &self.table.dialect)
+    }
+
+    /// Appends the group-key bytes of a value; a stored string is read in
+    /// place rather than copied into a `Scalar` first.
+    fn push_key(&self, col: usize, row: usize, out: &mut Vec<u8>) {
+        let string_column = self.table.columns[col].logical_type == crate::value::ValueType::String;
+        if let Some(s) = self.chunks[col].as_ref().and_then(|c| c.str_at(row)).filter(|_| string_column) {
+            return push_str_key(s, out);
+        }
+        push_key(self.value(col, row).as_ref(), out);
     }
 }
 
@@ -209,9 +218,13 @@ impl<'a> Exec<'a> {
             }
             self.decode(rg, &plan.group_by, &mut d)?;
             self.decode(rg, &agg_cols, &mut d)?;
+            let mut key = Vec::new();
             for r in rows {
-                let key: Vec<Datum> = plan.group_by.iter().map(|&c| d.value(c, r)).collect();
-                let g = groups.entry(key, plan);
+                key.clear();
+                for &c in &plan.group_by {
+                    d.push_key(c, r, &mut key);
+                }
+                let g = groups.entry_by(&key, || plan.group_by.iter().map(|&c| d.value(c, r)).collect(), plan);
                 for (i, (func, col)) in plan.aggregates.iter().enumerate() {
                     match (func, col) {
                         (AggFunc::CountStar, _) => g.folds[i].count_rows(1),
@@ -226,10 +239,9 @@ impl<'a> Exec<'a> {
             }
         }
         let rows: Vec<Vec<Datum>> = groups
-            .order
+            .groups
             .into_iter()
-            .map(|key| {
-                let g = groups.map.remove(&key).unwrap_or_else(|| Group::new(Vec::new(), plan));
+            .map(|g| {
                 plan.items
                     .iter()
                     .map(|item| match item {
@@ -269,7 +281,7 @@ impl<'a> Exec<'a> {
             }
         }
         // Try on copies, so a roll-up that cannot answer leaves no trace.
-        let mut trial = groups.map.get(&group_key(&key)).map_or_else(|| Group::new(key.clone(), plan), Clone::clone);
+        let mut trial = groups.get(&key).map_or_else(|| Group::new(key.clone(), plan), Clone::clone);
         for (i, (func, col)) in plan.aggregates.iter().enumerate() {
             let ok = match (func, col) {
                 (AggFunc::CountStar, _) => {
@@ -336,28 +348,46 @@ impl Group {
     }
 }
 
-/// Groups by a hashable form of their key, in first-seen order.
+/// Groups in first-seen order, found by a byte form of their key.
 #[derive(Default)]
 struct Groups {
-    map: HashMap<Vec<u8>, Group>,
-    order: Vec<Vec<u8>>,
+    index: rustc_hash::FxHashMap<Vec<u8>, usize>,
+    groups: Vec<Group>,
 }
 
 impl Groups {
-    fn entry(&mut self, key: Vec<Datum>, plan: &Plan) -> &mut Group {
-        let k = group_key(&key);
-        if !self.map.contains_key(&k) {
-            self.order.push(k.clone());
-        }
-        self.map.entry(k).or_insert_with(|| Group::new(key, plan))
+    /// The group whose key bytes are `key` (made from `values` if new).
+    fn entry_by(&mut self, key: &[u8], values: impl FnOnce() -> Vec<Datum>, plan: &Plan) -> &mut Group {
+        let i = match self.index.get(key) {
+            Some(&i) => i,
+            None => {
+                self.groups.push(Group::new(values(), plan));
+                self.index.insert(key.to_vec(), self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[i]
     }
 
+    fn entry(&mut self, key: Vec<Datum>, plan: &Plan) -> &mut Group {
+        let bytes = group_key(&key);
+        self.entry_by(&bytes, || key, plan)
+    }
+
+    /// Replaces (or adds) the group with `g`'s key.
     fn put(&mut self, g: Group) {
-        let k = group_key(&g.key);
-        if !self.map.contains_key(&k) {
-            self.order.push(k.clone());
+        let bytes = group_key(&g.key);
+        match self.index.get(&bytes) {
+            Some(&i) => self.groups[i] = g,
+            None => {
+                self.groups.push(g);
+                self.index.insert(bytes, self.groups.len() - 1);
+            }
         }
-        self.map.insert(k, g);
+    }
+
+    fn get(&self, key: &[Datum]) -> Option<&Group> {
+        self.index.get(&group_key(key)).map(|&i| &self.groups[i])
     }
 }
 
@@ -365,31 +395,38 @@ impl Groups {
 fn group_key(values: &[Datum]) -> Vec<u8> {
     let mut out = Vec::new();
     for v in values {
-        match v {
-            None => out.push(0),
-            Some(Scalar::Int(i)) => push_number(&mut out, Decimal { mantissa: *i, scale: 0 }),
-            Some(Scalar::Decimal(d)) => push_number(&mut out, *d),
-            Some(Scalar::Float(f)) => {
-                out.push(2);
-                out.extend_from_slice(&f.to_bits().to_le_bytes());
-            }
-            Some(Scalar::Timestamp(t)) => {
-                out.push(3);
-                out.extend_from_slice(&t.to_le_bytes());
-            }
-            Some(Scalar::Date(d)) => {
-                out.push(3);
-                out.extend_from_slice(&(i64::from(*d) * 86_400).to_le_bytes());
-            }
-            Some(Scalar::Bool(b)) => out.extend_from_slice(&[4, u8::from(*b)]),
-            Some(Scalar::Str(s)) => {
-                out.push(5);
-                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                out.extend_from_slice(s);
-            }
-        }
+        push_key(v.as_ref(), &mut out);
     }
     out
+}
+
+/// A string's key bytes, the same as `push_key` gives `Scalar::Str`.
+fn push_str_key(s: &[u8], out: &mut Vec<u8>) {
+    out.push(5);
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+fn push_key(v: Option<&Scalar>, out: &mut Vec<u8>) {
+    match v {
+        None => out.push(0),
+        Some(Scalar::Int(i)) => push_number(out, Decimal { mantissa: *i, scale: 0 }),
+        Some(Scalar::Decimal(d)) => push_number(out, *d),
+        Some(Scalar::Float(f)) => {
+            out.push(2);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Some(Scalar::Timestamp(t)) => {
+            out.push(3);
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        Some(Scalar::Date(d)) => {
+            out.push(3);
+            out.extend_from_slice(&(i64::from(*d) * 86_400).to_le_bytes());
+        }
+        Some(Scalar::Bool(b)) => out.extend_from_slice(&[4, u8::from(*b)]),
+        Some(Scalar::Str(s)) => push_str_key(s, out),
+    }
 }
 
 fn push_number(out: &mut Vec<u8>, mut d: Decimal) {

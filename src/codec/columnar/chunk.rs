@@ -584,6 +584,15 @@ impl ColumnChunk {
         index[row] as usize
     }
 
+    /// The string value of `row` without copying it, when the chunk stores
+    /// strings and the row holds a typed value.
+    pub fn str_at(&self, row: usize) -> Option<&[u8]> {
+        match (&self.values, self.codes[row]) {
+            (Values::Str(s), CODE_VALUE) => Some(s.get(self.value_index(row))),
+            _ => None,
+        }
+    }
+
     /// A cursor that writes the chunk's fields in row order.
     pub fn cursor(&self) -> TextCursor<'_> {
         TextCursor { chunk: self, row: 0, value: 0, exception: 0, memo_value: usize::MAX, memo: Vec::new() }
