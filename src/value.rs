@@ -650,6 +650,26 @@ fn lenient_bool(text: &[u8]) -> Option<bool> {
     }
 }
 
+impl Scalar {
+    /// The JSON form of a value: numbers as JSON numbers written exactly
+    /// (decimals keep every digit), instants as ISO-8601 UTC text, strings
+    /// as UTF-8 (invalid bytes replaced).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{Number, Value};
+        match self {
+            Scalar::Int(v) => Value::Number((*v).into()),
+            Scalar::Decimal(d) => format_decimal(*d).parse::<Number>().map_or(Value::Null, Value::Number),
+            Scalar::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Scalar::Bool(b) => Value::Bool(*b),
+            other => Value::String(other.to_string()),
+        }
+    }
+}
+
+pub fn option_to_json(v: &Option<Scalar>) -> serde_json::Value {
+    v.as_ref().map_or(serde_json::Value::Null, Scalar::to_json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,24 +733,4 @@ mod tests {
         assert_eq!(a.compare(&b), Some(Ordering::Equal));
         assert_eq!(Scalar::Int(2).compare(&a), Some(Ordering::Greater));
     }
-}
-
-impl Scalar {
-    /// The JSON form of a value: numbers as JSON numbers written exactly
-    /// (decimals keep every digit), instants as ISO-8601 UTC text, strings
-    /// as UTF-8 (invalid bytes replaced).
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::{Number, Value};
-        match self {
-            Scalar::Int(v) => Value::Number((*v).into()),
-            Scalar::Decimal(d) => format_decimal(*d).parse::<Number>().map_or(Value::Null, Value::Number),
-            Scalar::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Scalar::Bool(b) => Value::Bool(*b),
-            other => Value::String(other.to_string()),
-        }
-    }
-}
-
-pub fn option_to_json(v: &Option<Scalar>) -> serde_json::Value {
-    v.as_ref().map_or(serde_json::Value::Null, Scalar::to_json)
 }

@@ -101,7 +101,7 @@ fn generated() -> Generated {
         let b_txt = b.map_or(String::new(), |(m, s)| at1::value::format_decimal(at1::value::Decimal { mantissa: m, scale: s as u8 }));
         let s_txt = match s {
             None => "NA".to_string(),
-            Some(w) if w.is_empty() => "\"\"".to_string(),
+            Some("") => "\"\"".to_string(),
             Some(w) if w.contains([',', '"']) => format!("\"{}\"", w.replace('"', "\"\"")),
             Some(w) => w.to_string(),
         };

@@ -19,6 +19,10 @@ use super::inode::{NodeKind, CONTROL_DIR, SQL_FILE, STATS_FILE};
 use super::At1Fs;
 use crate::store::RegularKind;
 
+/// Identity of an object file for the size cache: (dev, ino, len, ctime
+/// seconds, ctime nanoseconds).
+pub type ObjectFileKey = (u64, u64, u64, i64, i64);
+
 /// A setattr request.
 pub struct AttrChange {
     pub mode: Option<u32>,

@@ -66,8 +66,8 @@ pub struct At1Fs {
     stats: Arc<Stats>,
     started: Instant,
     prefetch: file::Prefetcher,
-    /// Original sizes by object file identity (dev, ino, len, ctime).
-    sizes: Mutex<HashMap<(u64, u64, u64, i64, i64), u64>>,
+    /// Original sizes by object file identity.
+    sizes: Mutex<HashMap<attr::ObjectFileKey, u64>>,
     /// Latest `.at1/sql` result of each session.
     sessions: control::Sessions,
     /// Set once the session exists, to invalidate kernel caches.

@@ -128,9 +128,7 @@ impl Expr {
             }
             Expr::InList { expr, list, negated } => {
                 let v = expr.eval(col);
-                if v.is_none() {
-                    return None;
-                }
+                v.as_ref()?;
                 let mut saw_null = false;
                 for item in list {
                     match compare(&v, &item.eval(col)) {

@@ -240,7 +240,7 @@ impl Object {
     pub fn point_recall_bytes(&self) -> u64 {
         let block = |id: u32| self.footer.blocks.get(id as usize);
         let with_dict = |id: u32| -> u64 {
-            block(id).map_or(0, |b| b.stored_len + b.dict.and_then(|d| block(d)).map_or(0, |d| d.stored_len))
+            block(id).map_or(0, |b| b.stored_len + b.dict.and_then(block).map_or(0, |d| d.stored_len))
         };
         let segment_bytes = |kind: &SegmentKind| -> u64 {
             match kind {

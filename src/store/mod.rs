@@ -257,9 +257,7 @@ impl Store {
     /// Cleans what a crash can leave: staging and temp files, inodes that
     /// lost their last name, objects without an inode.
     pub fn recover(&self) -> io::Result<Recovery> {
-        let mut r = Recovery::default();
-        r.staging_files = clear_dir(&self.staging)?;
-        r.temp_files = clear_dir(&self.work.join("tmp"))?;
+        let mut r = Recovery { staging_files: clear_dir(&self.staging)?, temp_files: clear_dir(&self.work.join("tmp"))?, ..Recovery::default() };
         for entry in fs::read_dir(self.objects_dir())? {
             let entry = entry?;
             let name = entry.file_name();
