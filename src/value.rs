@@ -193,14 +193,28 @@ pub fn is_null_token(text: &[u8]) -> bool {
 
 /// Parses the canonical text of an i64: `-?(0|[1-9][0-9]*)`, no `-0`.
 pub fn parse_canonical_int(text: &[u8]) -> Option<i64> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
+    let (negative, digits) = split_sign(text);
     if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
         return None;
     }
-    // Accumulate negatively so that i64::MIN parses too.
+    let v = negated_digits(digits)?;
+    if negative {
+        (v != 0).then_some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+fn split_sign(text: &[u8]) -> (bool, &[u8]) {
+    match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    }
+}
+
+/// The value of a run of ASCII digits, negated: accumulating downwards lets
+/// `i64::MIN` parse too. `None` for a non-digit or overflow.
+fn negated_digits(digits: &[u8]) -> Option<i64> {
     let mut v: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
@@ -208,11 +222,7 @@ pub fn parse_canonical_int(text: &[u8]) -> Option<i64> {
         }
         v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
     }
-    if negative {
-        (v != 0).then_some(v)
-    } else {
-        v.checked_neg()
-    }
+    Some(v)
 }
 
 pub fn format_int(v: i64, out: &mut Vec<u8>) {
@@ -586,21 +596,11 @@ fn trim_ascii(text: &[u8]) -> &[u8] {
 }
 
 fn lenient_int(text: &[u8]) -> Option<i64> {
-    let text = text.strip_prefix(b"+").unwrap_or(text);
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
+    let (negative, digits) = split_sign(text.strip_prefix(b"+").unwrap_or(text));
     if digits.is_empty() {
         return None;
     }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
-    }
+    let v = negated_digits(digits)?;
     if negative {
         Some(v)
     } else {

@@ -182,11 +182,9 @@ impl Store {
         dir == self.root && name == WORK_DIR
     }
 
-    /// Makes a new inode: a stub with `mode` (permission bits), owner
-    /// `uid:gid`, linked as `inodes/<id>`, and returns the stub's path in
-    /// `tmp/` (the caller links it into the tree, then removes it).
-    fn make_stub(&self, mode: u32, uid: u32, gid: u32) -> io::Result<(InodeId, PathBuf)> {
-        let id = InodeId::new()?;
+    /// Writes a stub for inode `id` in `tmp/` with `mode` (permission bits)
+    /// and owner `uid:gid`; returns its path.
+    fn write_stub(&self, id: &InodeId, mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf> {
         let tmp = self.work.join("tmp").join(&id.0);
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         let mut content = Vec::with_capacity(STUB_LEN);
@@ -197,6 +195,14 @@ impl Store {
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         // After chown: chown clears set-id bits.
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+        Ok(tmp)
+    }
+
+    /// Makes a new inode: a stub linked as `inodes/<id>`, returned with its
+    /// path in `tmp/` (the caller links it into the tree, then removes it).
+    fn make_stub(&self, mode: u32, uid: u32, gid: u32) -> io::Result<(InodeId, PathBuf)> {
+        let id = InodeId::new()?;
+        let tmp = self.write_stub(&id, mode, uid, gid)?;
         fs::hard_link(&tmp, self.inode_path(&id))?;
         Ok((id, tmp))
     }
@@ -219,15 +225,7 @@ impl Store {
     /// file's mode, owner, times and xattrs. The replace is one rename.
     pub fn adopt(&self, tree_path: &Path, id: &InodeId) -> io::Result<()> {
         let meta = fs::symlink_metadata(tree_path)?;
-        let tmp = self.work.join("tmp").join(&id.0);
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        let mut content = Vec::with_capacity(STUB_LEN);
-        content.extend_from_slice(STUB_MAGIC);
-        content.extend_from_slice(id.0.as_bytes());
-        content.push(b'\n');
-        f.write_all(&content)?;
-        std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-        f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        let tmp = self.write_stub(id, meta.mode(), meta.uid(), meta.gid())?;
         for name in xattr_names(tree_path)? {
             if let Some(value) = get_xattr(tree_path, &name)? {
                 set_xattr(&tmp, &name, &value, 0)?;
