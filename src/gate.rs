@@ -307,8 +307,10 @@ fn write_object<R: Read + Send>(input: R, file: &mut File, cfg: &GateConfig, pro
         // then the chunker, so the scope can end.
         drop(done_rx);
         let chunked = chunker.join().map_err(|_| GateError::Rejected("the input reader panicked".into()))?;
-        let (input_sha, input_len, shape) = chunked?;
+        // The writer's error first: when it stops (disk full, say), the
+        // chunker only sees a closed channel.
         let mut written = written?;
+        let (input_sha, input_len, shape) = chunked?;
         if written.decoded_sha != input_sha || written.decoded_len != input_len {
             return Err(GateError::Rejected(format!(
                 "SHA-256 of the decoded stream ({} bytes) differs from the input's ({input_len} bytes)",

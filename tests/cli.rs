@@ -138,3 +138,41 @@ fn a_rejected_encoding_exits_3_and_keeps_the_old_output() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("verification failed"));
     assert_eq!(std::fs::read(&obj).unwrap(), before, "the old object is intact");
 }
+
+/// A full disk is an I/O error (exit 1, not a verification failure), and
+/// leaves neither the output nor a temp file behind.
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    common::sh_ok(&format!("mount -t tmpfs -o size=256k tmpfs '{}'", small.display()));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(small.clone());
+    let input = dir.path().join("noise.bin");
+    let mut x: u64 = 7;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&input, noise).unwrap();
+    let out = small.join("noise.at1");
+    let r = at1(&["compress", s(&input), s(&out)]);
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read_dir(&small).unwrap().count(), 0, "nothing left behind");
+}
