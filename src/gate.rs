@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::codec::backend::{self, BlockCompressor};
-use crate::codec::columnar::{self, Sniffed};
+use crate::codec::columnar::{self, SharedStrings, Sniffed};
 use crate::codec::ints::IntPacking;
 use crate::codec::{decode_segment, BlockSource, CodecError};
 use crate::format::{
@@ -51,6 +51,10 @@ pub const MAX_RECORD_BYTES: usize = 8 << 20;
 pub const DICTIONARY_BYTES: usize = 32 << 10;
 /// Bytes of the first chunk the dictionary is trained on.
 const DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
+/// Bytes of the first chunk of a table whose values choose the column
+/// dictionaries. Tail numbers of flights.csv are stored 2% larger with a
+/// dictionary from 8 MiB than from the whole 16 MiB chunk, 5% from 4 MiB.
+const COLUMN_DICTIONARY_SAMPLE_BYTES: usize = 8 << 20;
 
 /// Settings of one compression.
 #[derive(Debug, Clone)]
@@ -69,7 +73,8 @@ pub struct GateConfig {
     pub chunk_lines: usize,
     /// Keep every row group columnar even where raw would be smaller.
     pub keep_queryable: bool,
-    /// Train a per-file zstd dictionary for raw frames.
+    /// Train a per-file zstd dictionary for raw frames, and keep per-file
+    /// dictionaries of repeating string columns.
     pub dictionary: bool,
     pub threads: usize,
 }
@@ -78,8 +83,11 @@ pub struct GateConfig {
 /// ratio is what the store is for.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 19;
 /// Typed column chunks gain under 2% from level 19 over 9 and compress three
-/// times faster at 9 (BENCHMARKS.md), so columns default lower.
-pub const DEFAULT_ZSTD_COLUMN_LEVEL: i32 = 9;
+/// times faster at 9 (BENCHMARKS.md), so columns default lower. Since integer
+/// streams are byte planes, bit-packed or dictionary indices chosen by trial
+/// (ints.rs), levels 5 and 9 give the same size within 0.2% on flights.csv
+/// and weather.csv, and 5 leaves the trials their time.
+pub const DEFAULT_ZSTD_COLUMN_LEVEL: i32 = 5;
 pub const DEFAULT_XZ_LEVEL: i32 = 9;
 
 impl Default for GateConfig {
@@ -133,14 +141,13 @@ impl GateConfig {
         }
     }
 
-    /// Integer packing for this backend: byte-aligned streams give the LZ
-    /// match finders whole-byte repeats to find, which both backends turn
-    /// into smaller output than bit-packed streams on the corpus
-    /// (BENCHMARKS.md).
+    /// Integer packing for this backend: with a backend behind it, each
+    /// stream takes whichever of its forms compresses smallest (ints.rs);
+    /// stored blocks keep minimal bit widths.
     fn packing(&self) -> IntPacking {
         match self.backend {
             Backend::Stored => IntPacking::Bits,
-            _ => IntPacking::Bytes,
+            _ => IntPacking::Trial,
         }
     }
 }
@@ -186,6 +193,8 @@ enum UnitKind {
     Literal(Vec<u8>),
     /// The per-file dictionary (not part of the original).
     Dictionary(Arc<Dictionary>),
+    /// A per-file column dictionary (not part of the original).
+    ColumnDictionary(Arc<SharedStrings>),
     Frame { text: Vec<u8>, dict: Option<Arc<Dictionary>> },
     RowGroup { text: Vec<u8>, at_eof: bool, table: Arc<TableShape> },
 }
@@ -200,6 +209,8 @@ struct Dictionary {
 struct TableShape {
     dialect: Dialect,
     column_names: Vec<String>,
+    /// The file's dictionary of each column, if it has one.
+    dictionaries: Vec<Option<Arc<SharedStrings>>>,
 }
 
 /// One encoded block, before it has an id in the object.
@@ -211,8 +222,10 @@ struct EncodedBlock {
 enum Encoded {
     Literal(Vec<u8>),
     Dictionary(EncodedBlock),
+    /// A column dictionary and the block id its users name.
+    ColumnDictionary(EncodedBlock, u32),
     Frame { block: EncodedBlock, dict: Option<Arc<Dictionary>> },
-    RowGroup { blocks: Vec<EncodedBlock>, storage: RowGroupStorage, rows: u64, stats: Vec<ColumnStats>, dialect: Dialect },
+    RowGroup { blocks: Vec<EncodedBlock>, storage: RowGroupStorage, rows: u64, stats: Vec<ColumnStats>, table: Arc<TableShape> },
 }
 
 /// A verified unit: its blocks and the bytes they decoded back to.
@@ -441,9 +454,33 @@ impl Cutter<'_> {
         if sniffed.prefix_len > 0 {
             self.send(UnitKind::Literal(buf[..sniffed.prefix_len].to_vec()))?;
         }
-        self.shape = Some(Arc::new(TableShape { dialect: sniffed.dialect, column_names: sniffed.column_names }));
+        let dictionaries = self.column_dictionaries(&buf[sniffed.prefix_len..], &sniffed)?;
+        self.shape = Some(Arc::new(TableShape { dialect: sniffed.dialect, column_names: sniffed.column_names, dictionaries }));
         self.prefix = sniffed.prefix_len;
         Ok(())
+    }
+
+    /// Chooses the column dictionaries on the start of the table and sends
+    /// them first, so that they are blocks 0, 1, ... in order.
+    fn column_dictionaries(&mut self, body: &[u8], sniffed: &Sniffed) -> Result<Vec<Option<Arc<SharedStrings>>>, GateError> {
+        if !self.cfg.dictionary {
+            return Ok(Vec::new());
+        }
+        let sample = &body[..body.len().min(COLUMN_DICTIONARY_SAMPLE_BYTES)];
+        let mut next_block = 0u32;
+        let mut out = Vec::new();
+        for entries in columnar::dictionary::choose_entries(sample, &sniffed.dialect, sniffed.column_names.len(), self.cfg.row_group_bytes) {
+            let dict = entries.map(|e| {
+                let refs: Vec<&[u8]> = e.iter().map(Vec::as_slice).collect();
+                next_block += 1;
+                Arc::new(SharedStrings::new(next_block - 1, &refs))
+            });
+            if let Some(d) = &dict {
+                self.send(UnitKind::ColumnDictionary(d.clone()))?;
+            }
+            out.push(dict);
+        }
+        Ok(out)
     }
 
     fn prefix_len(&self) -> usize {
@@ -544,11 +581,20 @@ fn encode_and_verify(unit: Unit, cfg: &GateConfig, compressors: &mut Compressors
             // The dictionary itself is compressed without a dictionary.
             let mut plain = BlockCompressor::new(Backend::Zstd, DEFAULT_ZSTD_LEVEL);
             let block = make_block(&mut plain, &dict.bytes, BlockRole::Dictionary, None)?;
-            let back = LocalSource { blocks: std::slice::from_ref(&block), dict: None }.payload(0)?;
+            let back = LocalSource { blocks: std::slice::from_ref(&block), dict: None, shared: &[] }.payload(0)?;
             if back.as_slice() != dict.bytes.as_slice() {
                 return Err(GateError::Rejected("the dictionary block does not decode to the dictionary".into()));
             }
             (Encoded::Dictionary(block), Vec::new())
+        }
+        UnitKind::ColumnDictionary(dict) => {
+            let payload = dict.encode();
+            let block = make_block(&mut compressors.columns, &payload, BlockRole::ColumnDictionary, None)?;
+            let back = LocalSource { blocks: std::slice::from_ref(&block), dict: None, shared: &[] }.payload(0)?;
+            if SharedStrings::decode(dict.block, &back).ok().as_ref() != Some(&*dict) {
+                return Err(GateError::Rejected("a column dictionary block does not decode to the dictionary".into()));
+            }
+            (Encoded::ColumnDictionary(block, dict.block), Vec::new())
         }
         UnitKind::Frame { text, dict } => {
             let payload = fault_injection::maybe_corrupt(&text);
@@ -574,6 +620,7 @@ impl Encoded {
         match self {
             Encoded::Literal(_) => "literal".into(),
             Encoded::Dictionary(_) => "dictionary block".into(),
+            Encoded::ColumnDictionary(..) => "column dictionary block".into(),
             Encoded::Frame { block, .. } => format!("frame block, {} backend", block.desc.backend.name()),
             Encoded::RowGroup { storage: RowGroupStorage::Raw { .. }, .. } => "row group kept raw".into(),
             Encoded::RowGroup { blocks, .. } => format!("columnar row group of {} blocks", blocks.len()),
@@ -599,9 +646,9 @@ fn make_block(compressor: &mut BlockCompressor, payload: &[u8], role: BlockRole,
 
 /// Encodes a row group as columns and, unless the layout must stay
 /// queryable, also as one raw frame; keeps the smaller.
-fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateConfig, compressors: &mut Compressors) -> Result<Encoded, GateError> {
+fn encode_row_group(text: &[u8], at_eof: bool, shape: &Arc<TableShape>, cfg: &GateConfig, compressors: &mut Compressors) -> Result<Encoded, GateError> {
     let n_columns = shape.column_names.len();
-    let enc = columnar::encode_row_group(text, &shape.dialect, n_columns, at_eof, cfg.packing())?;
+    let enc = columnar::encode_row_group(text, &shape.dialect, n_columns, at_eof, cfg.packing(), &shape.dictionaries)?;
     let mut blocks = Vec::with_capacity(n_columns + 1);
     let layout = match &enc.layout {
         Some(l) => {
@@ -609,10 +656,6 @@ fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateCon
             Some(0)
         }
         None => None,
-    };
-    let try_raw = cfg.codec == CodecChoice::Auto && !cfg.keep_queryable && {
-        let payloads: Vec<&[u8]> = enc.columns.iter().map(|c| c.payload.as_slice()).chain(enc.layout.as_deref()).collect();
-        raw_might_win(text, &payloads)
     };
     let mut columns = Vec::with_capacity(n_columns);
     let mut stats = Vec::with_capacity(n_columns);
@@ -623,26 +666,26 @@ fn encode_row_group(text: &[u8], at_eof: bool, shape: &TableShape, cfg: &GateCon
         stats.push(chunk.stats);
     }
     let columnar_bytes: u64 = blocks.iter().map(|b| b.desc.stored_len).sum();
-    if try_raw {
+    if cfg.codec == CodecChoice::Auto && !cfg.keep_queryable && raw_might_win(text, columnar_bytes) {
         let frame = make_block(&mut compressors.frames, text, BlockRole::Frame, None)?;
         if frame.desc.stored_len < columnar_bytes {
             let storage = RowGroupStorage::Raw { block: 0 };
-            return Ok(Encoded::RowGroup { blocks: vec![frame], storage, rows: enc.rows, stats, dialect: shape.dialect });
+            return Ok(Encoded::RowGroup { blocks: vec![frame], storage, rows: enc.rows, stats, table: shape.clone() });
         }
     }
     let storage = RowGroupStorage::Columnar { layout, columns };
-    Ok(Encoded::RowGroup { blocks, storage, rows: enc.rows, stats, dialect: shape.dialect })
+    Ok(Encoded::RowGroup { blocks, storage, rows: enc.rows, stats, table: shape.clone() })
 }
 
 /// Whether compressing the row group's text raw could beat its columnar
-/// form, judged cheaply: both forms at zstd level 1, which costs a fraction
-/// of the real backend. Only when raw is within 10% of columnar there does
-/// the row group pay for a full-strength raw trial (text gains more from high
-/// levels than typed columns do, hence the margin).
-fn raw_might_win(text: &[u8], payloads: &[&[u8]]) -> bool {
-    let quick = |b: &[u8]| zstd::bulk::compress(b, 1).map_or(b.len(), |c| c.len());
-    let columnar: usize = payloads.iter().map(|p| quick(p)).sum();
-    quick(text) * 10 < columnar * 11
+/// form (`columnar_bytes` as stored), judged cheaply: the text at zstd level
+/// 1 costs a fraction of the real backend. Only when that is within 60% of
+/// the columnar bytes does the row group pay for a full-strength raw trial:
+/// text gains much more from the raw level (19) than typed columns from
+/// theirs, and where raw won on the corpus (HDFS logs, Haiti) the ratio was
+/// 1.0-1.1. flights.csv is at 1.8, so no trial runs there.
+fn raw_might_win(text: &[u8], columnar_bytes: u64) -> bool {
+    (backend::quick_size(text) as u64) * 10 < columnar_bytes * 16
 }
 
 /// The decode check: runs the reader's segment decoder on the unit's stored
@@ -652,20 +695,20 @@ fn decode_unit(encoded: &Encoded, seq: u64) -> Result<Vec<u8>, GateError> {
     let mut out = Vec::new();
     match encoded {
         Encoded::Literal(bytes) => out.extend_from_slice(bytes),
-        Encoded::Dictionary(_) => {}
+        Encoded::Dictionary(_) | Encoded::ColumnDictionary(..) => {}
         Encoded::Frame { block, dict } => {
-            let src = LocalSource { blocks: std::slice::from_ref(block), dict: dict.as_deref() };
+            let src = LocalSource { blocks: std::slice::from_ref(block), dict: dict.as_deref(), shared: &[] };
             decode_segment(&src, &SegmentKind::Frame(0), None, &mut out).map_err(reject)?;
         }
-        Encoded::RowGroup { blocks, storage, rows, stats, dialect } => {
+        Encoded::RowGroup { blocks, storage, rows, stats, table: shape } => {
             // The decoder needs the dialect and the row group's blocks; the
             // names and types of the columns do not matter to it.
             let table = Table {
-                dialect: *dialect,
+                dialect: shape.dialect,
                 columns: vec![ColumnDef { name: String::new(), logical_type: ValueType::Null }; stats.len()],
                 row_groups: vec![RowGroupMeta { first_row: 0, row_count: *rows, storage: storage.clone(), stats: stats.clone() }],
             };
-            let src = LocalSource { blocks, dict: None };
+            let src = LocalSource { blocks, dict: None, shared: &shape.dictionaries };
             decode_segment(&src, &SegmentKind::RowGroup(0), Some(&table), &mut out).map_err(reject)?;
         }
     }
@@ -673,10 +716,11 @@ fn decode_unit(encoded: &Encoded, seq: u64) -> Result<Vec<u8>, GateError> {
 }
 
 /// [`BlockSource`] over the blocks of one unit, by their index in the unit;
-/// the dictionary is the file's (its global id is known to the unit).
+/// the dictionaries are the file's (their global ids are known to the unit).
 struct LocalSource<'a> {
     blocks: &'a [EncodedBlock],
     dict: Option<&'a Dictionary>,
+    shared: &'a [Option<Arc<SharedStrings>>],
 }
 
 impl BlockSource for LocalSource<'_> {
@@ -688,6 +732,15 @@ impl BlockSource for LocalSource<'_> {
             None => None,
         };
         Ok(Arc::new(backend::decompress(&verified, dict)?))
+    }
+
+    fn column_dictionary(&self, id: u32) -> Result<Arc<SharedStrings>, CodecError> {
+        self.shared
+            .iter()
+            .flatten()
+            .find(|d| d.block == id)
+            .cloned()
+            .ok_or_else(|| CodecError::Malformed(format!("unknown column dictionary {id}")))
     }
 }
 
@@ -761,6 +814,12 @@ fn place_unit(out: &mut impl Write, w: &mut Written, unit: Verified) -> Result<(
         Encoded::Dictionary(block) => {
             if base != 0 {
                 return Err(GateError::Rejected("the dictionary must be the first block".into()));
+            }
+            put(w, block)?;
+        }
+        Encoded::ColumnDictionary(block, id) => {
+            if base != id {
+                return Err(GateError::Rejected(format!("column dictionary {id} would be block {base}")));
             }
             put(w, block)?;
         }

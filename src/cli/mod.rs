@@ -93,7 +93,7 @@ pub struct CompressArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
     pub backend: BackendArg,
     /// Backend level for every block (zstd 1-22, xz 0-9 with 10 = -9e).
-    /// Default: zstd 19 for raw frames and 9 for columns; xz 9.
+    /// Default: zstd 19 for raw frames and 5 for columns; xz 9.
     #[arg(long)]
     pub level: Option<i32>,
     /// Lines read per chunk of input (the unit of streaming).
@@ -121,7 +121,9 @@ pub struct LayoutArgs {
     /// Encoder threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Do not train a per-file zstd dictionary for raw frames.
+    /// Do not keep per-file dictionaries (the zstd dictionary of raw frames,
+    /// the string dictionaries of table columns): every block then decodes
+    /// on its own.
     #[arg(long)]
     pub no_dictionary: bool,
 }

@@ -173,6 +173,29 @@ pub fn decompress(block: &VerifiedBlock<'_>, dict: Option<&[u8]>) -> Result<Vec<
     Ok(out)
 }
 
+/// The zstd level [`quick_size`] measures with: level 1 ranks alternative
+/// encodings of a payload as the real levels do, at a fraction of their
+/// cost.
+const QUICK_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One fast zstd context per thread: building one costs more than
+    /// compressing a small payload, and the gate asks thousands of times.
+    static QUICK_CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Bytes `payload` takes after a fast zstd pass (its own length if zstd
+/// does not shrink it): the cheap estimate the encoder's choices rely on.
+pub fn quick_size(payload: &[u8]) -> usize {
+    QUICK_CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Compressor::new(QUICK_LEVEL).ok();
+        }
+        slot.as_mut().and_then(|c| c.compress(payload).ok()).map_or(payload.len(), |c| c.len().min(payload.len()))
+    })
+}
+
 /// Trains a zstd dictionary on samples of a file's first chunk. `None` when
 /// zstd finds nothing worth a dictionary.
 pub fn train_dictionary(samples: &[&[u8]], max_size: usize) -> Option<Vec<u8>> {

@@ -51,6 +51,9 @@ impl From<WireError> for CodecError {
 /// object with a cache; the gate over blocks it has just encoded.
 pub trait BlockSource {
     fn payload(&self, block: u32) -> Result<Arc<Vec<u8>>, CodecError>;
+    /// The column dictionary in `block` (a block of role column dictionary),
+    /// decoded.
+    fn column_dictionary(&self, block: u32) -> Result<Arc<columnar::SharedStrings>, CodecError>;
 }
 
 /// Appends the original bytes of one segment to `out`.
@@ -69,7 +72,7 @@ pub fn decode_segment(src: &dyn BlockSource, kind: &SegmentKind, table: Option<&
                 RowGroupStorage::Columnar { layout, columns } => {
                     let chunks = columns
                         .iter()
-                        .map(|&b| columnar::decode_column(&src.payload(b)?))
+                        .map(|&b| columnar::decode_column(&src.payload(b)?, &|d| src.column_dictionary(d)))
                         .collect::<Result<Vec<_>, _>>()?;
                     let layout = match layout {
                         Some(b) => Some(columnar::decode_layout(&src.payload(*b)?, meta.row_count)?),

@@ -84,6 +84,8 @@ pub enum BlockRole {
     RowLayout = 2,
     /// A zstd dictionary other blocks are compressed with.
     Dictionary = 3,
+    /// The distinct strings of one column, shared by its chunks.
+    ColumnDictionary = 4,
 }
 
 impl BlockRole {
@@ -93,6 +95,7 @@ impl BlockRole {
             Self::Column => "column",
             Self::RowLayout => "row layout",
             Self::Dictionary => "dictionary",
+            Self::ColumnDictionary => "column dictionary",
         }
     }
 }
@@ -413,6 +416,7 @@ fn decode_role(b: u8) -> Result<BlockRole, FormatError> {
         1 => BlockRole::Column,
         2 => BlockRole::RowLayout,
         3 => BlockRole::Dictionary,
+        4 => BlockRole::ColumnDictionary,
         _ => return Err(bad(&format!("unknown block role {b}"))),
     })
 }

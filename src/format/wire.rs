@@ -113,6 +113,11 @@ impl<'a> WireReader<'a> {
         Ok(b)
     }
 
+    /// The next byte, without consuming it.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
     pub fn u32_le(&mut self) -> Result<u32, WireError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -109,6 +109,8 @@ pub struct Object {
     row_group_segment: Vec<usize>,
     /// Decoded dictionaries by block id, loaded on first use.
     dictionaries: Mutex<HashMap<u32, Arc<Vec<u8>>>>,
+    /// Decoded column dictionaries by block id, loaded on first use.
+    column_dictionaries: Mutex<HashMap<u32, Arc<columnar::SharedStrings>>>,
 }
 
 impl std::fmt::Debug for Object {
@@ -158,7 +160,7 @@ impl Object {
             sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])),
             footer_crc: trailer.footer_crc32c,
         };
-        Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()) })
+        Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()), column_dictionaries: Mutex::new(HashMap::new()) })
     }
 
     pub fn footer(&self) -> &Footer {
@@ -219,6 +221,23 @@ impl Object {
         Ok(dict)
     }
 
+    fn column_dictionary(&self, id: u32, cost: &Cell<AccessCost>) -> Result<Arc<columnar::SharedStrings>, CodecError> {
+        if let Some(d) = self.column_dictionaries.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(d);
+        }
+        let block = self.verified_block(id)?;
+        if block.desc().role != BlockRole::ColumnDictionary {
+            return Err(CodecError::Malformed(format!("block {id} is not a column dictionary")));
+        }
+        let payload = backend::decompress(&block, None)?;
+        charge(cost, block.desc().stored_len, payload.len() as u64);
+        let dict = Arc::new(columnar::SharedStrings::decode(id, &payload)?);
+        if let Ok(mut m) = self.column_dictionaries.lock() {
+            m.insert(id, dict.clone());
+        }
+        Ok(dict)
+    }
+
     /// Which codec the object ended up using, judged by its segments:
     /// `raw`, `columnar`, `mixed` (a table with some parts raw) or `empty`.
     pub fn codec_summary(&self) -> &'static str {
@@ -236,9 +255,12 @@ impl Object {
     /// Stored bytes a cold one-record lookup reads at most: the metadata,
     /// plus the blocks of the costliest single segment (a row group's
     /// columns, or a frame) and the dictionaries they need. From the footer
-    /// alone; nothing is decoded.
+    /// alone; nothing is decoded. Which column dictionaries a chunk names is
+    /// inside its payload, so a columnar row group is charged all of them.
     pub fn point_recall_bytes(&self) -> u64 {
         let block = |id: u32| self.footer.blocks.get(id as usize);
+        let column_dictionaries: u64 =
+            self.footer.blocks.iter().filter(|b| b.role == BlockRole::ColumnDictionary).map(|b| b.stored_len).sum();
         let with_dict = |id: u32| -> u64 {
             block(id).map_or(0, |b| b.stored_len + b.dict.and_then(block).map_or(0, |d| d.stored_len))
         };
@@ -248,7 +270,9 @@ impl Object {
                 SegmentKind::Frame(b) => with_dict(*b),
                 SegmentKind::RowGroup(rg) => match self.table().and_then(|t| t.row_groups.get(*rg as usize)).map(|r| &r.storage) {
                     Some(RowGroupStorage::Raw { block }) => with_dict(*block),
-                    Some(RowGroupStorage::Columnar { layout, columns }) => layout.iter().chain(columns).map(|&b| with_dict(b)).sum(),
+                    Some(RowGroupStorage::Columnar { layout, columns }) => {
+                        column_dictionaries + layout.iter().chain(columns).map(|&b| with_dict(b)).sum::<u64>()
+                    }
                     None => 0,
                 },
             }
@@ -285,6 +309,10 @@ impl BlockSource for ObjectSource<'_> {
         let payload = backend::decompress(&block, dict.as_deref().map(Vec::as_slice))?;
         charge(self.cost, block.desc().stored_len, payload.len() as u64);
         Ok(Arc::new(payload))
+    }
+
+    fn column_dictionary(&self, id: u32) -> Result<Arc<columnar::SharedStrings>, CodecError> {
+        self.object.column_dictionary(id, self.cost)
     }
 }
 
@@ -394,9 +422,11 @@ impl Reader {
             RowGroupStorage::Columnar { columns, .. } => {
                 let block = *columns.get(col).ok_or_else(|| ReadError::UnknownColumn(format!("#{col}")))?;
                 let cell = Cell::new(AccessCost::default());
-                let payload = ObjectSource { object: &self.object, cost: &cell }.payload(block)?;
+                let source = ObjectSource { object: &self.object, cost: &cell };
+                let payload = source.payload(block)?;
+                let chunk = columnar::decode_column(&payload, &|d| source.column_dictionary(d));
                 cost.add(cell.get());
-                let chunk = Arc::new(columnar::decode_column(&payload)?);
+                let chunk = Arc::new(chunk?);
                 self.remember(Piece::Column(rg as u32, col as u32), CacheEntry::Column(chunk.clone()));
                 Ok(chunk)
             }
@@ -407,10 +437,10 @@ impl Reader {
                 let segment = self.object.row_group_segment[rg];
                 let text = self.segment_text(segment, cost)?;
                 let at_eof = segment + 1 == self.object.footer.segments.len();
-                let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes)?;
+                let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes, &[])?;
                 let mut wanted = None;
                 for (c, enc) in encoded.columns.iter().enumerate() {
-                    let chunk = Arc::new(columnar::decode_column(&enc.payload)?);
+                    let chunk = Arc::new(columnar::decode_column(&enc.payload, &columnar::no_shared)?);
                     self.remember(Piece::Column(rg as u32, c as u32), CacheEntry::Column(chunk.clone()));
                     if c == col {
                         wanted = Some(chunk);

@@ -12,7 +12,9 @@
 //! text leniently as the chunk's type.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
+use super::dictionary::SharedStrings;
 use super::scan::{unquote, write_canonical_string, FieldKind};
 use super::stats::StatsBuilder;
 use crate::codec::ints::{decode_ints, encode_ints, IntPacking};
@@ -63,14 +65,23 @@ pub struct StrValues {
     pub bytes: Vec<u8>,
     /// Present for a dictionary-encoded chunk: the entry of each value.
     pub indices: Option<Vec<u32>>,
+    /// The file's dictionary for the column, when the chunk uses it: entries
+    /// below its length are its entries, the chunk's own ones follow.
+    pub shared: Option<Arc<SharedStrings>>,
 }
 
 impl StrValues {
     pub fn get(&self, value: usize) -> &[u8] {
-        let entry = match &self.indices {
+        let mut entry = match &self.indices {
             Some(ix) => ix[value] as usize,
             None => value,
         };
+        if let Some(shared) = &self.shared {
+            if entry < shared.len() {
+                return shared.get(entry);
+            }
+            entry -= shared.len();
+        }
         &self.bytes[self.offsets[entry] as usize..self.offsets[entry + 1] as usize]
     }
 
@@ -124,7 +135,7 @@ struct TypeVotes {
     boolean: bool,
 }
 
-fn infer_type(contents: &[Cow<'_, [u8]>]) -> ValueType {
+pub(crate) fn infer_type(contents: &[Cow<'_, [u8]>]) -> ValueType {
     if contents.is_empty() {
         return ValueType::Null;
     }
@@ -256,8 +267,8 @@ fn round_trips_timestamp(raw: &[u8], t: i64, format: TimestampFormat) -> bool {
 }
 
 /// Encodes one column chunk. `fields[row]` is `None` where a short row has
-/// no such field.
-pub fn encode_chunk(fields: &[Option<FieldRef<'_>>], dialect: &Dialect, packing: IntPacking) -> EncodedChunk {
+/// no such field; `shared` is the file's dictionary for the column, if any.
+pub fn encode_chunk(fields: &[Option<FieldRef<'_>>], dialect: &Dialect, packing: IntPacking, shared: Option<&SharedStrings>) -> EncodedChunk {
     let quote = dialect.quote;
     let mut codes = vec![CODE_VALUE; fields.len()];
     let mut contents: Vec<Cow<'_, [u8]>> = Vec::with_capacity(fields.len());
@@ -301,7 +312,7 @@ pub fn encode_chunk(fields: &[Option<FieldRef<'_>>], dialect: &Dialect, packing:
         w.bytes(raw);
         prev = *row;
     }
-    encode_values(&mut w, &builder, packing);
+    encode_values(&mut w, &builder, packing, shared);
     EncodedChunk { payload: w.into_bytes(), stats: stats.finish() }
 }
 
@@ -367,7 +378,7 @@ fn encode_codes(w: &mut WireWriter, codes: &[u8]) {
     }
 }
 
-fn encode_values(w: &mut WireWriter, b: &ValueBuilder, packing: IntPacking) {
+fn encode_values(w: &mut WireWriter, b: &ValueBuilder, packing: IntPacking, shared: Option<&SharedStrings>) {
     match b.ty {
         ValueType::Null => {}
         ValueType::Int | ValueType::Date => encode_ints(w, &b.ints, packing),
@@ -386,42 +397,103 @@ fn encode_values(w: &mut WireWriter, b: &ValueBuilder, packing: IntPacking) {
             let bits: Vec<i64> = b.bools.iter().map(|&v| i64::from(v)).collect();
             encode_ints(w, &bits, IntPacking::Bits);
         }
-        ValueType::String => encode_strings(w, &b.strings, packing),
+        ValueType::String => encode_strings(w, &b.strings, packing, shared),
     }
 }
 
-/// Plain (lengths + bytes) or dictionary (distinct strings + indices),
-/// whichever is smaller before the backend.
-fn encode_strings(w: &mut WireWriter, strings: &[Vec<u8>], packing: IntPacking) {
+/// Plain (lengths + bytes), the chunk's own dictionary (distinct strings +
+/// indices) or the file's dictionary (indices, plus the strings it lacks),
+/// whichever is smaller before the backend. A file dictionary that holds
+/// nearly every value is taken without building the chunk's own: on the
+/// corpus it always wins then, and the second hash pass is the costliest
+/// part of encoding such a column.
+fn encode_strings(w: &mut WireWriter, strings: &[Vec<u8>], packing: IntPacking, shared: Option<&SharedStrings>) {
+    let plain_estimate = strings.iter().map(Vec::len).sum::<usize>();
+    let mut best = None;
+    if let Some(shared) = shared {
+        let with_shared = StringDictionary::build(strings, Some(shared));
+        if with_shared.entries.len() * SHARED_ENOUGH < strings.len() && with_shared.estimate < plain_estimate {
+            with_shared.write(w, packing);
+            return;
+        }
+        best = Some(with_shared);
+    }
+    let own = StringDictionary::build(strings, None);
+    if best.as_ref().is_none_or(|b| own.estimate < b.estimate) {
+        best = Some(own);
+    }
+    match best {
+        Some(dict) if dict.estimate < plain_estimate => dict.write(w, packing),
+        _ => plain_strings(w, strings, packing),
+    }
+}
+
+/// A chunk's strings as dictionary indices: into the chunk's own entries
+/// (mode 1), or into the file's dictionary followed by the entries it lacks
+/// (mode 2).
+struct StringDictionary<'a> {
+    shared: Option<&'a SharedStrings>,
+    entries: Vec<&'a [u8]>,
+    indices: Vec<i64>,
+    /// Bytes before the backend: entries plus fixed-width indices.
+    estimate: usize,
+}
+
+impl<'a> StringDictionary<'a> {
+    fn build(strings: &'a [Vec<u8>], shared: Option<&'a SharedStrings>) -> Self {
+        let (entries, indices) = local_dictionary(strings, shared);
+        let all = entries.len() + shared.map_or(0, |s| s.len());
+        let estimate = entries.iter().map(|e| e.len()).sum::<usize>() + indices.len() * index_width(all);
+        Self { shared, entries, indices, estimate }
+    }
+
+    fn write(&self, w: &mut WireWriter, packing: IntPacking) {
+        w.u8(if self.shared.is_some() { 2 } else { 1 });
+        if let Some(shared) = self.shared {
+            w.varint(u64::from(shared.block));
+        }
+        w.varint(self.entries.len() as u64);
+        let lengths: Vec<i64> = self.entries.iter().map(|e| e.len() as i64).collect();
+        encode_ints(w, &lengths, packing);
+        for e in &self.entries {
+            w.raw(e);
+        }
+        encode_ints(w, &self.indices, packing);
+    }
+}
+
+/// A file dictionary that lacks fewer than 1/SHARED_ENOUGH of a chunk's
+/// values is used without trying the chunk's own.
+const SHARED_ENOUGH: usize = 8;
+
+/// The distinct strings not in `shared`, in order of first use, and each
+/// string's index (shared entries first, then these).
+fn local_dictionary<'a>(strings: &'a [Vec<u8>], shared: Option<&SharedStrings>) -> (Vec<&'a [u8]>, Vec<i64>) {
+    let base = shared.map_or(0, |s| s.len());
     let mut dict: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
     let mut entries: Vec<&[u8]> = Vec::new();
     let mut indices = Vec::with_capacity(strings.len());
     for s in strings {
+        if let Some(i) = shared.and_then(|d| d.find(s)) {
+            indices.push(i64::from(i));
+            continue;
+        }
         let next = entries.len() as u32;
         let id = *dict.entry(s.as_slice()).or_insert_with(|| {
             entries.push(s.as_slice());
             next
         });
-        indices.push(i64::from(id));
+        indices.push((base + id as usize) as i64);
     }
-    let plain_bytes: usize = strings.iter().map(Vec::len).sum();
-    let dict_bytes: usize = entries.iter().map(|e| e.len()).sum::<usize>() + indices.len() * index_width(entries.len());
-    if dict_bytes < plain_bytes {
-        w.u8(1);
-        w.varint(entries.len() as u64);
-        let lengths: Vec<i64> = entries.iter().map(|e| e.len() as i64).collect();
-        encode_ints(w, &lengths, packing);
-        for e in &entries {
-            w.raw(e);
-        }
-        encode_ints(w, &indices, packing);
-    } else {
-        w.u8(0);
-        let lengths: Vec<i64> = strings.iter().map(|s| s.len() as i64).collect();
-        encode_ints(w, &lengths, packing);
-        for s in strings {
-            w.raw(s);
-        }
+    (entries, indices)
+}
+
+fn plain_strings(w: &mut WireWriter, strings: &[Vec<u8>], packing: IntPacking) {
+    w.u8(0);
+    let lengths: Vec<i64> = strings.iter().map(|s| s.len() as i64).collect();
+    encode_ints(w, &lengths, packing);
+    for s in strings {
+        w.raw(s);
     }
 }
 
@@ -435,9 +507,18 @@ fn index_width(entries: usize) -> usize {
 
 // ---------------------------------------------------------------- decoding
 
+/// Where a chunk that uses a file dictionary gets it, by block id.
+pub type SharedResolver<'a> = &'a dyn Fn(u32) -> Result<Arc<SharedStrings>, CodecError>;
+
+/// A resolver for chunks that cannot name a file dictionary (a row group
+/// re-encoded without one): any reference is malformed.
+pub fn no_shared(block: u32) -> Result<Arc<SharedStrings>, CodecError> {
+    Err(malformed(&format!("unexpected reference to dictionary block {block}")))
+}
+
 /// Decodes a column chunk payload (already checksum-verified and
 /// decompressed). Malformed payloads are errors, never panics.
-pub fn decode_chunk(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
+pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<ColumnChunk, CodecError> {
     let mut r = WireReader::new(payload);
     let storage_type = ValueType::from_id(r.u8()?).ok_or_else(|| malformed("value type"))?;
     // Every row costs at least a bit of payload, so a larger count is corrupt.
@@ -486,7 +567,7 @@ pub fn decode_chunk(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
             let bits = decode_ints(&mut r, n)?.into_iter().map(|b| b != 0).collect();
             Values::Bool { spelling, bits }
         }
-        ValueType::String => Values::Str(decode_strings(&mut r, n)?),
+        ValueType::String => Values::Str(decode_strings(&mut r, n, shared)?),
     };
     if !r.is_at_end() {
         return Err(malformed("trailing bytes in a column chunk"));
@@ -532,11 +613,15 @@ fn decode_codes(r: &mut WireReader<'_>, rows: usize) -> Result<Vec<u8>, CodecErr
     }
 }
 
-fn decode_strings(r: &mut WireReader<'_>, n: usize) -> Result<StrValues, CodecError> {
+fn decode_strings(r: &mut WireReader<'_>, n: usize, resolve: SharedResolver<'_>) -> Result<StrValues, CodecError> {
     let mode = r.u8()?;
+    let shared = match mode {
+        2 => Some(resolve(u32::try_from(r.varint()?).map_err(|_| malformed("dictionary block"))?)?),
+        _ => None,
+    };
     let entries = match mode {
         0 => n,
-        1 => r.count("dictionary size", n as u64)?,
+        1 | 2 => r.count("dictionary size", n as u64)?,
         m => return Err(malformed(&format!("string mode {m}"))),
     };
     let lengths = decode_ints(r, entries)?;
@@ -548,18 +633,19 @@ fn decode_strings(r: &mut WireReader<'_>, n: usize) -> Result<StrValues, CodecEr
         offsets.push(u32::try_from(total).map_err(|_| malformed("strings too long"))?);
     }
     let bytes = r.take(usize::try_from(total).map_err(|_| malformed("strings too long"))?)?.to_vec();
-    let indices = if mode == 1 {
+    let indices = if mode == 0 {
+        None
+    } else {
+        let limit = entries + shared.as_ref().map_or(0, |s| s.len());
         let ix = decode_ints(r, n)?;
         let ix = ix
             .into_iter()
-            .map(|i| u32::try_from(i).ok().filter(|&i| (i as usize) < entries))
+            .map(|i| u32::try_from(i).ok().filter(|&i| (i as usize) < limit))
             .collect::<Option<Vec<u32>>>()
             .ok_or_else(|| malformed("dictionary index"))?;
         Some(ix)
-    } else {
-        None
     };
-    Ok(StrValues { offsets, bytes, indices })
+    Ok(StrValues { offsets, bytes, indices, shared })
 }
 
 // ---------------------------------------------------------------- reading
@@ -760,8 +846,8 @@ mod tests {
                 Some(FieldRef { raw: t.as_bytes(), kind })
             })
             .collect();
-        let enc = encode_chunk(&fields, &D, IntPacking::Bits);
-        let chunk = decode_chunk(&enc.payload).unwrap();
+        let enc = encode_chunk(&fields, &D, IntPacking::Bits, None);
+        let chunk = decode_chunk(&enc.payload, &no_shared).unwrap();
         for (row, t) in texts.iter().enumerate() {
             let mut out = Vec::new();
             chunk.write_field(row, &D, &mut out).unwrap();
@@ -802,16 +888,39 @@ mod tests {
     }
 
     #[test]
+    fn strings_use_the_file_dictionary_and_add_what_it_lacks() {
+        let shared = Arc::new(SharedStrings::new(7, &[b"EWR", b"JFK", b"LGA"]));
+        let texts = ["JFK", "EWR", "\"LGA\"", "NA", "JFK", "SFO", "EWR", "JFK"];
+        let fields: Vec<Option<FieldRef<'_>>> = texts
+            .iter()
+            .cycle()
+            .take(400)
+            .map(|t| Some(FieldRef { raw: t.as_bytes(), kind: if t.starts_with('"') { FieldKind::Quoted } else { FieldKind::Bare } }))
+            .collect();
+        let enc = encode_chunk(&fields, &D, IntPacking::Trial, Some(&shared));
+        let resolve = |b: u32| if b == 7 { Ok(shared.clone()) } else { no_shared(b) };
+        let chunk = decode_chunk(&enc.payload, &resolve).unwrap();
+        let Values::Str(s) = &chunk.values else { panic!("not strings") };
+        assert!(s.shared.is_some(), "the file dictionary was not used");
+        for (row, t) in texts.iter().cycle().take(400).enumerate() {
+            let mut out = Vec::new();
+            chunk.write_field(row, &D, &mut out).unwrap();
+            assert_eq!(out, t.as_bytes(), "row {row}");
+        }
+        assert!(decode_chunk(&enc.payload, &no_shared).is_err());
+    }
+
+    #[test]
     fn corrupt_payloads_are_errors() {
         let fields = [Some(FieldRef { raw: b"12", kind: FieldKind::Bare }); 50];
-        let enc = encode_chunk(&fields, &D, IntPacking::Bits);
+        let enc = encode_chunk(&fields, &D, IntPacking::Bits, None);
         for len in 0..enc.payload.len() {
-            let _ = decode_chunk(&enc.payload[..len]); // must not panic
+            let _ = decode_chunk(&enc.payload[..len], &no_shared); // must not panic
         }
         for i in 0..enc.payload.len() {
             let mut bad = enc.payload.clone();
             bad[i] ^= 0x55;
-            let _ = decode_chunk(&bad);
+            let _ = decode_chunk(&bad, &no_shared);
         }
     }
 }

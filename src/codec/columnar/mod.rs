@@ -3,10 +3,12 @@
 //! exact text back (docs/FORMAT.md §5).
 
 pub mod chunk;
+pub mod dictionary;
 pub mod rowgroup;
 pub mod scan;
 mod stats;
 
-pub use chunk::{ColumnChunk, Values};
+pub use chunk::{no_shared, ColumnChunk, SharedResolver, Values};
+pub use dictionary::SharedStrings;
 pub use rowgroup::{decode_column, decode_layout, encode_row_group, write_row_group, EncodedRowGroup, RowLayout};
 pub use scan::{scan_record, sniff, unquote, FieldSpan, Sniffed};

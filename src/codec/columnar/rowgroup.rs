@@ -8,7 +8,8 @@
 //! without a newline) is kept verbatim in the row layout, while its fields
 //! still go to the column chunks so SQL sees them.
 
-use super::chunk::{decode_chunk, encode_chunk, ColumnChunk, EncodedChunk, FieldRef};
+use super::chunk::{decode_chunk, encode_chunk, ColumnChunk, EncodedChunk, FieldRef, SharedResolver};
+use super::dictionary::SharedStrings;
 use super::scan::{scan_record, FieldSpan};
 use crate::codec::ints::IntPacking;
 use crate::codec::CodecError;
@@ -31,8 +32,16 @@ pub struct RowLayout {
 
 /// Splits `text` (whole records) into column chunks for `n_columns` columns.
 /// `at_eof` tells whether the text ends the file (its last record may then
-/// lack a terminator).
-pub fn encode_row_group(text: &[u8], dialect: &Dialect, n_columns: usize, at_eof: bool, packing: IntPacking) -> Result<EncodedRowGroup, CodecError> {
+/// lack a terminator). `shared[c]` is the file's dictionary for column `c`
+/// (a missing entry means none).
+pub fn encode_row_group(
+    text: &[u8],
+    dialect: &Dialect,
+    n_columns: usize,
+    at_eof: bool,
+    packing: IntPacking,
+    shared: &[Option<std::sync::Arc<SharedStrings>>],
+) -> Result<EncodedRowGroup, CodecError> {
     let mut spans: Vec<FieldSpan> = Vec::new();
     // field_range[row] = range of this row's fields in `spans`.
     let mut rows: Vec<(usize, usize)> = Vec::new();
@@ -57,7 +66,7 @@ pub fn encode_row_group(text: &[u8], dialect: &Dialect, n_columns: usize, at_eof
                 .iter()
                 .map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind }))
                 .collect();
-            encode_chunk(&fields, dialect, packing)
+            encode_chunk(&fields, dialect, packing, shared.get(c).and_then(|s| s.as_deref()))
         })
         .collect();
     let layout = (!layout.rows.is_empty()).then(|| encode_layout(&layout));
@@ -121,9 +130,10 @@ pub fn write_row_group(columns: &[ColumnChunk], layout: Option<&RowLayout>, dial
     Ok(())
 }
 
-/// Decodes one column chunk payload (re-exported for the reader).
-pub fn decode_column(payload: &[u8]) -> Result<ColumnChunk, CodecError> {
-    decode_chunk(payload)
+/// Decodes one column chunk payload (re-exported for the reader); `shared`
+/// gives the file dictionary a chunk names.
+pub fn decode_column(payload: &[u8], shared: SharedResolver<'_>) -> Result<ColumnChunk, CodecError> {
+    decode_chunk(payload, shared)
 }
 
 #[cfg(test)]
@@ -133,8 +143,8 @@ mod tests {
 
     fn round_trip(text: &[u8], n_columns: usize, terminator: LineTerminator) {
         let dialect = Dialect { delimiter: b',', quote: Some(b'"'), terminator, has_header: false };
-        let enc = encode_row_group(text, &dialect, n_columns, true, IntPacking::Bytes).unwrap();
-        let chunks: Vec<ColumnChunk> = enc.columns.iter().map(|c| decode_chunk(&c.payload).unwrap()).collect();
+        let enc = encode_row_group(text, &dialect, n_columns, true, IntPacking::Bytes, &[]).unwrap();
+        let chunks: Vec<ColumnChunk> = enc.columns.iter().map(|c| decode_chunk(&c.payload, &super::super::chunk::no_shared).unwrap()).collect();
         let layout = enc.layout.as_ref().map(|l| decode_layout(l, enc.rows).unwrap());
         let mut out = Vec::new();
         write_row_group(&chunks, layout.as_ref(), &dialect, enc.rows, &mut out).unwrap();
