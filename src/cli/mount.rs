@@ -30,7 +30,7 @@ pub struct MountArgs {
     pub foreground: bool,
     #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
     pub backend: BackendArg,
-    /// Backend level for every block (default: zstd 19 for raw frames, 9 for
+    /// Backend level for every block (default: zstd 19 for raw frames, 5 for
     /// columns; xz 9).
     #[arg(long)]
     pub level: Option<i32>,
