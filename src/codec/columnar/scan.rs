@@ -189,8 +189,16 @@ const SNIFF_RECORDS: usize = 500;
 /// earlier candidate. A header is assumed when every field of the first
 /// record is a distinct, non-empty text that is not a number, date, time or
 /// boolean while some later field is typed.
+///
+/// JSON is never a table, even where its lines hold the same number of
+/// commas (a pretty-printed array of flat objects does): the columns would
+/// be `"key": value` fragments, which only cost a per-file dictionary and a
+/// columnar trial before the row groups fall back to raw.
 pub fn sniff(sample: &[u8], at_eof: bool) -> Option<Sniffed> {
     let body_start = if sample.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
+    if starts_like_json(&sample[body_start..]) {
+        return None;
+    }
     let mut best: Option<(u8, usize, f64)> = None;
     for &d in &DELIMITER_CANDIDATES {
         if let Some((width, score)) = score_delimiter(sample, body_start, d, at_eof) {
@@ -213,6 +221,18 @@ pub fn sniff(sample: &[u8], at_eof: bool) -> Option<Sniffed> {
         (body_start, (0..width).map(|i| format!("c{i}")).collect())
     };
     Some(Sniffed { dialect, prefix_len, column_names })
+}
+
+/// `{` or `[` followed by what may open a JSON member or element: `"`, a
+/// bracket, a digit, `-`, or a literal. A CSV header like `[id],name` is
+/// not taken for JSON.
+fn starts_like_json(text: &[u8]) -> bool {
+    let mut bytes = text.iter().copied().filter(|b| !b.is_ascii_whitespace());
+    match (bytes.next(), bytes.next()) {
+        (Some(b'{'), Some(b'"' | b'}')) => true,
+        (Some(b'['), Some(next)) => matches!(next, b'"' | b'{' | b'[' | b']' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'),
+        _ => false,
+    }
 }
 
 fn score_delimiter(sample: &[u8], start: usize, delimiter: u8, at_eof: bool) -> Option<(usize, f64)> {
@@ -378,5 +398,13 @@ mod tests {
         assert!(!s.dialect.has_header);
         assert_eq!(s.column_names, ["c0", "c1"]);
         assert!(sniff(b"just some text\nwithout delimiters\n", true).is_none());
+    }
+
+    #[test]
+    fn json_is_not_a_table() {
+        let array = b"[\r\n  {\"a\": 1, \"b\": 2},\r\n  {\"a\": 3, \"b\": 4},\r\n  {\"a\": 5, \"b\": 6}\r\n]\r\n";
+        assert!(sniff(array, true).is_none());
+        assert!(sniff(b"{\"a\": 1, \"b\": 2}\n{\"a\": 3, \"b\": 4}\n", true).is_none());
+        assert!(sniff(b"[id],name\n1,ann\n2,bob\n", true).is_some());
     }
 }
