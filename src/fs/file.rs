@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Sender};
 use fuser::{FileType, FopenFlags, TimeOrNow};
 
 use super::error::{errno, FsError, FsResult};
-use super::inode::{FileState, NodeKind, Staging, CONTROL_DIR, SQL_FILE, STATS_FILE};
+use super::inode::{FileInner, FileState, NodeKind, Staging, CONTROL_DIR, SQL_FILE, STATS_FILE};
 use super::At1Fs;
 use crate::gate;
 use crate::reader::{AccessCost, Object, Reader};
@@ -130,8 +130,15 @@ fn read_fully_at(file: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn lock(state: &FileState) -> std::sync::MutexGuard<'_, super::inode::FileInner> {
+fn lock(state: &FileState) -> std::sync::MutexGuard<'_, FileInner> {
     state.inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets the staging file once no writer is left.
+fn drop_staging(state: &FileState, inner: &mut FileInner) {
+    inner.staging = None;
+    state.set_staged_len(None);
+    state.set_staged_mtime(None);
 }
 
 impl At1Fs {
@@ -294,12 +301,23 @@ impl At1Fs {
 
     /// Commits the staging file of `ino` if it changed since the last commit.
     pub(super) fn commit(&self, ino: u64) -> FsResult<()> {
-        let (kind, state) = self.regular(ino)?;
+        let (_, state) = self.regular(ino)?;
         let mut inner = lock(&state);
+        self.commit_locked(ino, &state, &mut inner)
+    }
+
+    /// The commit, by the holder of the file's lock. Whoever decides that a
+    /// commit is due (a flush, the last writer's release, a truncate) keeps
+    /// the lock until it is done, so a writer opening meanwhile waits and
+    /// its changes are never committed on someone else's behalf. The kind
+    /// is read under the lock too, so two commits of a new file adopt it
+    /// once.
+    fn commit_locked(&self, ino: u64, state: &FileState, inner: &mut FileInner) -> FsResult<()> {
         let Some(staging) = inner.staging.as_mut() else { return Ok(()) };
         if !staging.modified {
             return Ok(());
         }
+        let (kind, _) = self.regular(ino)?;
         let len = staging.file.metadata()?.len();
         let (id, adopt) = match &kind {
             RegularKind::Managed(id) => (id.clone(), false),
@@ -357,27 +375,21 @@ impl At1Fs {
         let Some(handle) = self.take_handle(fh) else { return Ok(()) };
         let Handle::File(f) = &*handle else { return Ok(()) };
         let mut result = Ok(());
-        let last_writer = {
-            let mut inner = lock(&f.state);
-            inner.handles -= 1;
-            if f.write {
-                inner.writers -= 1;
-            }
-            f.write && inner.writers == 0
-        };
-        if last_writer {
-            // Writes that reached us after the last flush (a shared mapping
-            // written back at munmap) are committed here; release cannot
-            // report an error, so a rejection is logged and counted.
-            result = self.commit(ino);
-            let mut inner = lock(&f.state);
+        let mut inner = lock(&f.state);
+        inner.handles -= 1;
+        if f.write {
+            inner.writers -= 1;
             if inner.writers == 0 {
-                inner.staging = None;
-                f.state.set_staged_len(None);
-                f.state.set_staged_mtime(None);
+                // Writes that reached us after the last flush (a shared
+                // mapping written back at munmap) are committed here;
+                // release cannot report an error, so a rejection is logged
+                // and counted.
+                result = self.commit_locked(ino, &f.state, &mut inner);
+                drop_staging(&f.state, &mut inner);
             }
         }
-        let no_handles = lock(&f.state).handles == 0;
+        let no_handles = inner.handles == 0;
+        drop(inner);
         if no_handles {
             self.collect_if_unlinked(ino)?;
         }
@@ -395,30 +407,26 @@ impl At1Fs {
     /// Sets the size of a file: in its staging file if it is being written
     /// (committed at close), else staged, truncated and committed now.
     pub(super) fn truncate(&self, ino: u64, size: u64, _fh: Option<u64>) -> FsResult<()> {
-        let (kind, state) = self.regular(ino)?;
-        {
-            let mut inner = lock(&state);
-            if let Some(s) = inner.staging.as_mut() {
-                s.file.set_len(size)?;
-                s.modified = true;
-                s.mtime = SystemTime::now();
-                state.set_staged_len(Some(size));
-                state.set_staged_mtime(Some(s.mtime));
-                return Ok(());
-            }
-            let mut staging = self.new_staging(&kind, ino, size == 0)?;
-            staging.file.set_len(size)?;
-            staging.modified = true;
-            inner.staging = Some(staging);
-            state.set_staged_len(Some(size));
-        }
-        let result = self.commit(ino);
+        let (_, state) = self.regular(ino)?;
         let mut inner = lock(&state);
-        if inner.writers == 0 {
-            inner.staging = None;
-            state.set_staged_len(None);
-            state.set_staged_mtime(None);
+        if let Some(s) = inner.staging.as_mut() {
+            s.file.set_len(size)?;
+            s.modified = true;
+            s.mtime = SystemTime::now();
+            state.set_staged_len(Some(size));
+            state.set_staged_mtime(Some(s.mtime));
+            return Ok(());
         }
+        // No writer (a writer always has a staging file), and none can open
+        // while we hold the lock: this staging file is ours alone.
+        let (kind, _) = self.regular(ino)?;
+        let mut staging = self.new_staging(&kind, ino, size == 0)?;
+        staging.file.set_len(size)?;
+        staging.modified = true;
+        inner.staging = Some(staging);
+        state.set_staged_len(Some(size));
+        let result = self.commit_locked(ino, &state, &mut inner);
+        drop_staging(&state, &mut inner);
         result
     }
 
