@@ -38,7 +38,10 @@ fn assert_recovered(m: &Mounted, committed: &[(String, Vec<u8>)]) {
 
 /// Writes until killed; returns when the writes start failing.
 fn write_until_failure(path: std::path::PathBuf) -> std::thread::JoinHandle<u64> {
+    // No spawn may flush (commit) this handle: see `writing_window`.
+    let window = writing_window();
     std::thread::spawn(move || {
+        let _window = window;
         let mut f = std::fs::File::create(&path).unwrap();
         let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         let mut written = 0u64;
@@ -80,7 +83,10 @@ fn kill_during_a_commit_keeps_the_previous_version() {
     std::fs::write(m.path("doc.txt"), b"previous version\n").unwrap();
     // A big rewrite, then close: the commit (the gate) runs at close.
     let path = m.path("doc.txt");
+    // No spawn may flush (commit) a partial rewrite: see `writing_window`.
+    let window = writing_window();
     let closer = std::thread::spawn(move || {
+        let _window = window;
         let mut f = std::fs::File::create(&path).unwrap();
         let line = b"a line of text that compresses and takes a while to verify\n";
         for _ in 0..(64 << 20) / line.len() {

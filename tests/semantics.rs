@@ -63,13 +63,35 @@ fn close_to_open() {
 fn readers_during_write() {
     let m = mount_or_skip!();
     let f = m.path("f.txt");
-    // Repeated: the previous writer's release reaches the daemon at a time
-    // of the kernel's choosing, and the truncating open must not be
-    // committed on its behalf (readers would see an empty file).
-    for round in 0..1500 {
-        std::fs::write(&f, b"old content\n").unwrap();
-        let mut w = std::fs::OpenOptions::new().write(true).truncate(true).open(&f).unwrap();
-        w.write_all(b"new content that is longer\n").unwrap();
+    // The writer is a child process, so that the rounds need not hold off
+    // the other tests' spawns (see `writing_window`). It is Perl (essential
+    // on Debian) because a shell dups descriptors for each redirection, and
+    // closing a dup flushes, i.e. commits (docs/SEMANTICS.md#flush).
+    // Each round overwrites the file, then holds it open for writing with
+    // O_TRUNC and new content until told to close. Repeated: the previous
+    // writer's release reaches the daemon when the kernel chooses, and the
+    // truncating open must not be committed on its behalf (readers would
+    // see an empty file).
+    let script = r#"$| = 1; my $f = shift;
+        while (<STDIN>) {
+            open(my $o, '>', $f) or die "open: $!"; syswrite($o, "old content\n") or die; close($o) or die "close: $!";
+            open(my $w, '>', $f) or die "open: $!"; syswrite($w, "new content that is longer\n") or die;
+            print "written\n";
+            <STDIN>;
+            close($w) or die "close: $!";
+            print "closed\n";
+        }"#;
+    let mut writer = spawn(std::process::Command::new("perl").args(["-e", script]).arg(&f).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped())).unwrap();
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut step = |expect: &str| {
+        to_writer.write_all(b"\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+        assert_eq!(line.trim(), expect);
+    };
+    for round in 0..1000 {
+        step("written");
         let readers: Vec<_> = (0..4)
             .map(|_| {
                 let f = f.clone();
@@ -80,19 +102,23 @@ fn readers_during_write() {
             assert_eq!(r.join().unwrap(), b"old content\n", "round {round}");
         }
         // stat shows the staging size while the write is in progress.
-        assert_eq!(std::fs::metadata(&f).unwrap().len(), 27);
-        drop(w);
-        assert_eq!(std::fs::read(&f).unwrap(), b"new content that is longer\n");
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), 27, "round {round}");
+        step("closed");
+        assert_eq!(std::fs::read(&f).unwrap(), b"new content that is longer\n", "round {round}");
     }
+    drop(to_writer);
+    assert!(writer.wait().unwrap().success());
 }
 
 #[test]
 fn visible_after_close() {
     let m = mount_or_skip!();
     let f = m.path("v");
+    let window = writing_window();
     let mut w = std::fs::File::create(&f).unwrap();
     w.write_all(b"committed at close").unwrap();
     drop(w);
+    drop(window);
     assert_eq!(std::fs::read(&f).unwrap(), b"committed at close");
     assert_eq!(stats(&m)["writes_committed"], 1);
 }
@@ -159,11 +185,13 @@ fn read() {
 fn write() {
     let m = mount_or_skip!();
     let f = m.path("w");
+    let window = writing_window();
     let mut h = std::fs::File::create(&f).unwrap();
     h.write_all(b"not yet").unwrap();
     // Written but not committed: no object exists yet.
     assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 0);
     drop(h);
+    drop(window);
     assert_eq!(std::fs::read_dir(m.store.join(".at1/objects")).unwrap().count(), 1);
 }
 
@@ -172,6 +200,7 @@ fn flush() {
     // A successful close commits; see refuse_gate for the failing one.
     let m = mount_or_skip!();
     let f = m.path("x");
+    let _window = writing_window();
     std::fs::write(&f, b"a").unwrap();
     std::fs::write(&f, b"b").unwrap();
     assert_eq!(stats(&m)["writes_committed"], 2);
@@ -184,6 +213,7 @@ fn flush() {
 fn fsync() {
     let m = mount_or_skip!();
     let f = m.path("s");
+    let _window = writing_window();
     let mut h = std::fs::File::create(&f).unwrap();
     h.write_all(b"durable before close").unwrap();
     h.sync_all().unwrap();
@@ -229,11 +259,13 @@ fn truncate() {
     sh_ok(&format!("truncate -s 6 '{}'", f.display()));
     assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0");
     // With a writer open: staged, committed at close.
+    let window = writing_window();
     let w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     w.set_len(2).unwrap();
     assert_eq!(std::fs::metadata(&f).unwrap().len(), 2);
     assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0", "new readers see the committed version");
     drop(w);
+    drop(window);
     assert_eq!(std::fs::read(&f).unwrap(), b"01");
 }
 
@@ -426,10 +458,12 @@ fn refuse_gate() {
     let f = m.path("keep.txt");
     std::fs::write(&f, b"good version\n").unwrap();
     let marker = std::str::from_utf8(at1::gate::fault_injection::MARKER).unwrap();
+    let window = writing_window();
     let mut h = std::fs::File::create(&f).unwrap();
     h.write_all(format!("bad {marker}\n").as_bytes()).unwrap();
     assert_eq!(errno_of(h.sync_all()), libc::EIO, "fsync reports the rejection");
     drop(h);
+    drop(window);
     assert_eq!(std::fs::read(&f).unwrap(), b"good version\n");
     // And close(2) reports it (cp checks close).
     let bad = tempfile::NamedTempFile::new().unwrap();

@@ -200,12 +200,17 @@ impl At1Fs {
             let bytes = self.stats_json().into_bytes();
             return Ok((self.new_handle(Handle::Control(bytes)), FopenFlags::FOPEN_DIRECT_IO));
         }
-        let (kind, state) = self.regular(ino)?;
+        let (_, state) = self.regular(ino)?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0 && write;
         if write {
             self.check_writable()?;
-            let mut inner = lock(&state);
+        }
+        // What the file holds is read under its lock: a commit in progress
+        // (which may adopt the file, changing its kind) finishes first.
+        let mut inner = lock(&state);
+        let (kind, _) = self.regular(ino)?;
+        if write {
             match inner.staging.as_mut() {
                 Some(s) if truncate => {
                     s.file.set_len(0)?;
@@ -225,7 +230,6 @@ impl At1Fs {
             return Ok((fh, FopenFlags::empty()));
         }
         let source = self.current_source(&kind, ino)?;
-        let mut inner = lock(&state);
         inner.handles += 1;
         // A write is in progress: read the committed version without the
         // page cache, which already holds the writer's pages.

@@ -4,7 +4,8 @@
 pub mod mount;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 
 use at1::gate::{self, GateConfig};
 use at1::reader::{AccessCost, Object, Reader};
@@ -58,12 +59,69 @@ pub fn small_blocks() -> GateConfig {
     GateConfig { frame_size: 1000, row_group_bytes: 700, row_group_rows: 9, threads: 2, ..GateConfig::default() }
 }
 
+/// Spawns in progress and writing windows open in this test binary. A child
+/// holds a copy of every descriptor of the (multi-threaded) test process
+/// from its fork to its `exec`, and closing a copy of a writing handle
+/// flushes, i.e. commits (docs/SEMANTICS.md#flush). So a test that checks
+/// what is *not* committed yet opens a [`writing_window`], and no fork
+/// happens while one is open. Windows do not wait for each other.
+struct Traffic {
+    spawning: usize,
+    windows: usize,
+}
+
+static TRAFFIC: Mutex<Traffic> = Mutex::new(Traffic { spawning: 0, windows: 0 });
+static TRAFFIC_CHANGED: Condvar = Condvar::new();
+
+/// Waits until `busy` is false, then applies `enter`.
+fn enter_traffic(busy: impl Fn(&Traffic) -> bool, enter: impl FnOnce(&mut Traffic)) {
+    let mut t = TRAFFIC.lock().unwrap_or_else(|e| e.into_inner());
+    while busy(&t) {
+        t = TRAFFIC_CHANGED.wait(t).unwrap_or_else(|e| e.into_inner());
+    }
+    enter(&mut t);
+}
+
+fn leave_traffic(leave: impl FnOnce(&mut Traffic)) {
+    leave(&mut TRAFFIC.lock().unwrap_or_else(|e| e.into_inner()));
+    TRAFFIC_CHANGED.notify_all();
+}
+
+/// Spawns `cmd` when no [`writing_window`] is open. `spawn` returns once the
+/// child has exec'd, when its copies of close-on-exec descriptors are gone.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    enter_traffic(|t| t.windows > 0, |t| t.spawning += 1);
+    let child = cmd.spawn();
+    leave_traffic(|t| t.spawning -= 1);
+    child
+}
+
+/// Runs `cmd` to completion (see [`spawn`]).
+pub fn run(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    spawn(cmd)?.wait()
+}
+
+/// Holds off every spawn of this test binary while a test keeps a file of
+/// a mount open for writing and checks that nothing is committed yet. The
+/// holder must not spawn (through `sh`, a mount, ...) until it drops it.
+#[must_use]
+pub struct WritingWindow(());
+
+pub fn writing_window() -> WritingWindow {
+    enter_traffic(|t| t.spawning > 0, |t| t.windows += 1);
+    WritingWindow(())
+}
+
+impl Drop for WritingWindow {
+    fn drop(&mut self) {
+        leave_traffic(|t| t.windows -= 1);
+    }
+}
+
 /// Runs a shell command under a timeout; returns (exit code, stdout, stderr).
 pub fn sh(cmd: &str) -> (i32, String, String) {
-    let out = std::process::Command::new("timeout")
-        .args(["-k", "5", "300", "bash", "-c", cmd])
-        .output()
-        .expect("bash runs");
+    let child = spawn(Command::new("timeout").args(["-k", "5", "300", "bash", "-c", cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let out = child.and_then(|c| c.wait_with_output()).expect("bash runs");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::at1_bin;
+use super::{at1_bin, run, spawn};
 
 /// Whether FUSE mounts can run here; prints why not once.
 pub fn fuse_available() -> bool {
@@ -31,9 +31,9 @@ pub fn is_mounted(path: &Path) -> bool {
 /// Detaches whatever is mounted at `path`, even if its daemon is gone.
 pub fn force_unmount(path: &Path) {
     if is_mounted(path) {
-        let _ = Command::new("fusermount3").arg("-uz").arg(path).stderr(Stdio::null()).status();
+        let _ = run(Command::new("fusermount3").arg("-uz").arg(path).stderr(Stdio::null()));
         if is_mounted(path) {
-            let _ = Command::new("umount").arg("-l").arg(path).stderr(Stdio::null()).status();
+            let _ = run(Command::new("umount").arg("-l").arg(path).stderr(Stdio::null()));
         }
     }
 }
@@ -106,7 +106,7 @@ impl Mounted {
         let mut cmd = Command::new(at1_bin());
         cmd.arg("mount").arg("--foreground").arg("--allow-other").arg(&self.store).arg(&self.mnt).args(&self.args);
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        let mut child = cmd.spawn().expect("at1 mount starts");
+        let mut child = spawn(&mut cmd).expect("at1 mount starts");
         let start = Instant::now();
         // Mounted and answering (a stale mount is listed but answers ENOTCONN).
         while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
@@ -135,8 +135,12 @@ impl Mounted {
                 std::thread::sleep(Duration::from_millis(200));
             }
             eprintln!("WATCHDOG: test exceeded {limit:?}; aborting the mount at {}", mnt.display());
+            // Killed without spawning anything: the stuck test may hold
+            // the writing window, which spawns wait for. The dead daemon's
+            // connection is aborted, so the test's blocked calls fail.
             if let Some(pid) = pid {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                // SAFETY: sending a signal to our child's pid.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
             force_unmount(&mnt);
         });
@@ -157,7 +161,7 @@ impl Mounted {
     /// Unmounts cleanly and waits for the daemon (panics if it fails).
     pub fn unmount(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let ok = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().map(|s| s.success()).unwrap_or(false);
+            let ok = run(Command::new("fusermount3").arg("-u").arg(&self.mnt)).map(|s| s.success()).unwrap_or(false);
             let start = Instant::now();
             loop {
                 match child.try_wait() {
@@ -203,7 +207,7 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Relaxed);
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).stderr(Stdio::null()).status();
+            let _ = run(Command::new("fusermount3").arg("-u").arg(&self.mnt).stderr(Stdio::null()));
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(20) {
                 if let Ok(Some(_)) = child.try_wait() {
