@@ -49,6 +49,8 @@ pub const CHUNK_BYTES_MAX: usize = 16 << 20;
 pub const MAX_RECORD_BYTES: usize = 8 << 20;
 /// Size of the per-file zstd dictionary trained for raw frames.
 pub const DICTIONARY_BYTES: usize = 32 << 10;
+/// The zstd level at which a dictionary's gain is probed.
+const DICTIONARY_PROBE_LEVEL: i32 = 9;
 /// Bytes of the first chunk the dictionary is trained on.
 const DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
 /// Bytes of the first chunk of a table whose values choose the column
@@ -496,7 +498,8 @@ impl Cutter<'_> {
         }
         let sample = &first_chunk[..first_chunk.len().min(DICTIONARY_SAMPLE_BYTES)];
         let samples: Vec<&[u8]> = sample.chunks(4096).collect();
-        if let Some(bytes) = backend::train_dictionary(&samples, DICTIONARY_BYTES) {
+        let Some(bytes) = backend::train_dictionary(&samples, DICTIONARY_BYTES) else { return Ok(()) };
+        if dictionary_pays_off(&bytes, first_chunk, self.cfg.frame_size.max(1)) {
             let dict = Arc::new(Dictionary { block_id: 0, bytes });
             self.send(UnitKind::Dictionary(dict.clone()))?;
             self.dict = Some(dict);
@@ -895,6 +898,22 @@ fn finish_object(file: &mut File, cfg: &GateConfig, w: &mut Written, shape: Opti
         row_groups: footer.table.as_ref().map_or(0, |t| t.row_groups.len()),
         raw_row_groups: w.raw_row_groups,
     })
+}
+
+/// Whether the frames of `first_chunk` (at least; a longer file has more)
+/// save more with `dict` than the dictionary block costs, judged on a few
+/// frames spread over the chunk at a middle level (a few milliseconds).
+/// Incompressible data gains nothing, and its dictionary would be pure
+/// overhead.
+fn dictionary_pays_off(dict: &[u8], first_chunk: &[u8], frame_size: usize) -> bool {
+    let frames: Vec<&[u8]> = first_chunk.chunks_exact(frame_size).collect();
+    if frames.is_empty() {
+        return false;
+    }
+    let probes: Vec<&[u8]> = [1, 2, 3].iter().map(|q| frames[frames.len() * q / 4]).collect();
+    let gain = backend::dictionary_gain(&probes, dict, DICTIONARY_PROBE_LEVEL);
+    let cost = backend::zstd_size(dict, DEFAULT_ZSTD_LEVEL);
+    gain > 0 && (gain as f64 / probes.len() as f64) * frames.len() as f64 > cost as f64
 }
 
 /// Test-only fault injection (feature `fault-injection`): input containing

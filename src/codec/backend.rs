@@ -196,6 +196,20 @@ pub fn quick_size(payload: &[u8]) -> usize {
     })
 }
 
+/// Bytes zstd at `level` saves on `frames` with `dict` over without it
+/// (negative when the dictionary makes them larger).
+pub fn dictionary_gain(frames: &[&[u8]], dict: &[u8], level: i32) -> i64 {
+    let (Ok(mut with), Ok(mut without)) = (zstd::bulk::Compressor::with_dictionary(level, dict), zstd::bulk::Compressor::new(level)) else { return i64::MIN };
+    let size = |c: &mut zstd::bulk::Compressor, f: &[u8]| c.compress(f).map_or(f.len(), |c| c.len().min(f.len())) as i64;
+    frames.iter().map(|f| size(&mut without, f) - size(&mut with, f)).sum()
+}
+
+/// Bytes `payload` takes compressed by zstd at `level` (its own length if
+/// zstd does not shrink it).
+pub fn zstd_size(payload: &[u8], level: i32) -> usize {
+    zstd::bulk::compress(payload, level).map_or(payload.len(), |c| c.len().min(payload.len()))
+}
+
 /// Trains a zstd dictionary on samples of a file's first chunk. `None` when
 /// zstd finds nothing worth a dictionary.
 pub fn train_dictionary(samples: &[&[u8]], max_size: usize) -> Option<Vec<u8>> {
