@@ -200,9 +200,52 @@ impl Object {
         VerifiedBlock::check(id, desc, bytes)
     }
 
+    /// The blocks a segment's bytes are decoded from (not the shared
+    /// dictionaries).
+    fn segment_blocks(&self, i: usize) -> Vec<u32> {
+        match self.footer.segments.get(i).map(|s| &s.kind) {
+            Some(SegmentKind::Frame(id)) => vec![*id],
+            Some(SegmentKind::RowGroup(rg)) => match self.table().and_then(|t| t.row_groups.get(*rg as usize)).map(|g| &g.storage) {
+                Some(RowGroupStorage::Columnar { layout, columns }) => layout.iter().chain(columns).copied().collect(),
+                Some(RowGroupStorage::Raw { block }) => vec![*block],
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// The end of segment `i`'s last block in the object.
+    fn segment_stored_end(&self, i: usize) -> u64 {
+        self.segment_blocks(i).into_iter().filter_map(|id| self.footer.blocks.get(id as usize)).map(|d| d.offset + d.stored_len).max().unwrap_or(0)
+    }
+
+    /// For a pass that reads the object front to back, having read up to
+    /// byte `end`: unmaps the pages from `*released` to `end` once they
+    /// span [`RELEASE_STEP`], and advances `*released`. A mapped page stays
+    /// in the process's resident set until unmapped, so a whole-object pass
+    /// would otherwise grow with the object. The pages stay in the page
+    /// cache; a later access maps them again.
+    pub fn release_pages_below(&self, end: u64, released: &mut u64) {
+        let ObjectBytes::Mapped(map) = &self.bytes else { return };
+        let page = page_size();
+        let (from, to) = (*released / page * page, end.min(map.len() as u64) / page * page);
+        if to < from + RELEASE_STEP {
+            return;
+        }
+        // SAFETY: a read-only mapping of an immutable file: a dropped page
+        // reads back from the file unchanged on its next access.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from as usize, (to - from) as usize) };
+        *released = to;
+    }
+
     /// Checks every block's CRC-32C without decoding (a cheap scrub).
     pub fn check_all_blocks(&self) -> Result<(), FormatError> {
-        (0..self.footer.blocks.len() as u32).try_for_each(|id| self.verified_block(id).map(|_| ()))
+        let mut released = 0;
+        for id in 0..self.footer.blocks.len() as u32 {
+            let desc = self.verified_block(id)?.desc();
+            self.release_pages_below(desc.offset + desc.stored_len, &mut released);
+        }
+        Ok(())
     }
 
     fn dictionary(&self, id: u32, cost: &Cell<AccessCost>) -> Result<Arc<Vec<u8>>, CodecError> {
@@ -482,10 +525,12 @@ impl Reader {
             drop(tx);
             let mut pending = std::collections::BTreeMap::new();
             let mut expect = 0;
+            let mut released = 0;
             for (i, text, c) in rx.iter() {
                 cost.add(c);
                 pending.insert(i, text);
                 while let Some(text) = pending.remove(&expect) {
+                    self.object.release_pages_below(self.object.segment_stored_end(expect), &mut released);
                     let written = text.and_then(|t| {
                         sha.update(&t[..]);
                         out.write_all(&t)?;
@@ -534,4 +579,13 @@ pub fn read_trailer(path: &Path) -> Result<Trailer, ReadError> {
     let mut t = [0u8; TRAILER_LEN as usize];
     file.read_exact_at(&mut t, len - TRAILER_LEN)?;
     Ok(Trailer::decode(&t, len)?)
+}
+
+/// How many mapped bytes a front-to-back pass keeps before unmapping them.
+const RELEASE_STEP: u64 = 4 << 20;
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
 }
