@@ -160,16 +160,7 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
     }
     let _u = Unmount(small.clone());
     let input = dir.path().join("noise.bin");
-    let mut x: u64 = 7;
-    let noise: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(&input, noise).unwrap();
+    std::fs::write(&input, noise(3 << 20, 7)).unwrap();
     let out = small.join("noise.at1");
     let r = at1(&["compress", s(&input), s(&out)]);
     assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));

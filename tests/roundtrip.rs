@@ -113,16 +113,7 @@ fn huge_lines_and_a_never_closing_quote_round_trip() {
 
 #[test]
 fn incompressible_data_costs_at_most_a_tenth_of_a_percent() {
-    // xorshift: bytes no backend can shrink (and no dictionary helps).
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(2 << 20, 0x9E37_79B9_7F4A_7C15);
     let dir = tempfile::tempdir().unwrap();
     let (path, object) = compress_bytes(&data, dir.path(), "r.at1", &GateConfig::default());
     assert_eq!(read_all(&object), data);

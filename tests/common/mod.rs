@@ -54,6 +54,20 @@ pub fn read_all(object: &Arc<Object>) -> Vec<u8> {
     Reader::new(object.clone(), None).read_at(0, object.original_len() as usize, &mut cost).expect("object reads")
 }
 
+/// `len` pseudo-random bytes (xorshift from `seed`, not 0): data no
+/// backend can shrink.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A small-block configuration so that small inputs still have many blocks.
 pub fn small_blocks() -> GateConfig {
     GateConfig { frame_size: 1000, row_group_bytes: 700, row_group_rows: 9, threads: 2, ..GateConfig::default() }
