@@ -225,7 +225,7 @@ impl Object {
     /// in the process's resident set until unmapped, so a whole-object pass
     /// would otherwise grow with the object. The pages stay in the page
     /// cache; a later access maps them again.
-    pub fn release_pages_below(&self, end: u64, released: &mut u64) {
+    fn release_pages_below(&self, end: u64, released: &mut u64) {
         let ObjectBytes::Mapped(map) = &self.bytes else { return };
         let page = page_size();
         let (from, to) = (*released / page * page, end.min(map.len() as u64) / page * page);
