@@ -134,7 +134,7 @@ impl Drop for WritingWindow {
 
 /// Runs a shell command under a timeout; returns (exit code, stdout, stderr).
 pub fn sh(cmd: &str) -> (i32, String, String) {
-    let child = spawn(Command::new("timeout").args(["-k", "5", "300", "bash", "-c", cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let child = spawn(Command::new("timeout").args(["-k", "5", "300", "bash", "-c", cmd]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
     let out = child.and_then(|c| c.wait_with_output()).expect("bash runs");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
