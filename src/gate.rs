@@ -911,8 +911,10 @@ fn dictionary_pays_off(dict: &[u8], first_chunk: &[u8], frame_size: usize) -> bo
         return false;
     }
     let probes: Vec<&[u8]> = [1, 2, 3].iter().map(|q| frames[frames.len() * q / 4]).collect();
+    // Gain and cost at the same (probe) level; the dictionary block itself
+    // is compressed once, at its own level, by an encode worker.
     let gain = backend::dictionary_gain(&probes, dict, DICTIONARY_PROBE_LEVEL);
-    let cost = backend::zstd_size(dict, DEFAULT_ZSTD_LEVEL);
+    let cost = backend::zstd_size(dict, DICTIONARY_PROBE_LEVEL);
     gain > 0 && (gain as f64 / probes.len() as f64) * frames.len() as f64 > cost as f64
 }
 
