@@ -412,6 +412,11 @@ fn sql_file_through_the_mount() {
     let heads: Vec<&str> = a.lines().filter(|l| l.starts_with('{')).collect();
     assert_eq!(heads.len(), 2, "{a}");
     assert!(heads.iter().any(|h| h.contains("\"COUNT(*)\"")) && heads.iter().any(|h| h.contains("\"MAX(temp)\"")), "each session read its own result:\n{a}");
+    // A session whose leader has exited (a script started by `setsid`, a
+    // CI runner) is still a session: its result is kept.
+    let out = sh_ok(&format!("setsid bash -c \"(sleep 0.3; echo 'SELECT COUNT(*) FROM data/weather.csv' > '{0}' && cat '{0}') & exit 0\" | cat", sql.display()));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rows"][0][0], 26115, "{out}");
     // (a) One read-write handle: the result of the query written on it.
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&sql).unwrap();
     use std::io::{Read, Write};

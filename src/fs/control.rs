@@ -8,10 +8,9 @@
 //!   (`getsid`), so two shells never see each other's results. A bad query
 //!   fails its write with EINVAL and reads back as `{"error": "..."}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -177,7 +176,10 @@ impl Sessions {
         map.insert(sid, (r, Instant::now()));
         // Forget sessions that ended or went quiet, then the oldest while
         // results take too much.
-        map.retain(|sid, (_, at)| at.elapsed() < RESULT_TTL && Path::new(&format!("/proc/{sid}")).exists());
+        map.retain(|_, (_, at)| at.elapsed() < RESULT_TTL);
+        if let Some(live) = live_sessions() {
+            map.retain(|s, _| *s == sid || live.contains(s));
+        }
         while map.values().map(|(r, _)| r.len()).sum::<u64>() > RESULTS_TOTAL && map.len() > 1 {
             let oldest = map.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
             if let Some(k) = oldest {
@@ -185,6 +187,22 @@ impl Sessions {
             }
         }
     }
+}
+
+/// The sessions that still have a process. A session outlives its leader
+/// (a script started by `setsid` or a CI runner whose leader exited), so
+/// the leader's pid is no test of it: every process's session is.
+/// `None` when /proc cannot be read: then only age and size evict.
+fn live_sessions() -> Option<HashSet<i32>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let sessions = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        // SAFETY: getsid has no memory effects.
+        .map(|pid| unsafe { libc::getsid(pid) })
+        .filter(|&sid| sid >= 0)
+        .collect();
+    Some(sessions)
 }
 
 /// An open handle of `.at1/sql`: the query written on it and its result.
