@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crossbeam_channel::{bounded, Sender};
 use fuser::{FileType, FopenFlags, TimeOrNow};
 
 use super::error::{errno, FsError, FsResult};
 use super::inode::{FileInner, FileState, NodeKind, Staging, CONTROL_DIR, SQL_FILE, STATS_FILE};
+use super::readahead::ReadAhead;
 use super::At1Fs;
 use crate::gate;
 use crate::reader::{AccessCost, Object, Reader};
@@ -67,32 +67,6 @@ pub enum Handle {
     Control(Vec<u8>),
     Sql(super::control::SqlHandle),
     File(OpenFile),
-}
-
-/// Decodes the next segment of sequentially read files in the background,
-/// so the next read finds it in the cache.
-pub struct Prefetcher {
-    tx: Sender<(Reader, usize)>,
-}
-
-impl Prefetcher {
-    pub fn start() -> Self {
-        let (tx, rx) = bounded::<(Reader, usize)>(64);
-        std::thread::Builder::new()
-            .name("at1-prefetch".into())
-            .spawn(move || {
-                for (reader, segment) in rx.iter() {
-                    // Errors surface when the read itself comes.
-                    let _ = reader.segment_text(segment, &mut AccessCost::default());
-                }
-            })
-            .ok();
-        Self { tx }
-    }
-
-    fn request(&self, reader: &Reader, segment: usize) {
-        let _ = self.tx.try_send((reader.clone(), segment));
-    }
 }
 
 /// Reads a staging file from its start with positioned reads (the writers'
@@ -258,15 +232,13 @@ impl At1Fs {
                 Source::Plain(file) => read_fully_at(file, offset, size)?,
                 Source::Empty => Vec::new(),
                 Source::Object(reader) => {
+                    if ReadAhead::is_sequential(offset, f.last_end.load(Ordering::Relaxed)) {
+                        self.read_ahead.after(reader, offset);
+                    }
                     let mut cost = AccessCost::default();
                     let data = reader.read_at(offset, size as usize, &mut cost)?;
                     Stats::add(&self.stats.bytes_decoded, cost.bytes_decoded);
-                    let end = offset + data.len() as u64;
-                    if f.last_end.swap(end, Ordering::Relaxed) == offset {
-                        if let Some(next) = reader.next_segment_after(end.saturating_sub(1)) {
-                            self.prefetch.request(reader, next);
-                        }
-                    }
+                    f.last_end.store(offset + data.len() as u64, Ordering::Relaxed);
                     data
                 }
             },

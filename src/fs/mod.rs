@@ -17,6 +17,7 @@ pub mod error;
 mod file;
 pub mod inode;
 mod names;
+mod readahead;
 mod xattr;
 
 use std::collections::HashMap;
@@ -65,7 +66,8 @@ pub struct At1Fs {
     cache: Arc<BlockCache>,
     stats: Arc<Stats>,
     started: Instant,
-    prefetch: file::Prefetcher,
+    /// Decodes ahead of files read front to back.
+    read_ahead: readahead::ReadAhead,
     /// Original sizes by object file identity.
     sizes: Mutex<HashMap<attr::ObjectFileKey, u64>>,
     /// Latest `.at1/sql` result of each session.
@@ -85,7 +87,7 @@ impl At1Fs {
             table: RwLock::new(table),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            prefetch: file::Prefetcher::start(),
+            read_ahead: readahead::ReadAhead::start(),
             cache,
             stats: Arc::new(Stats::default()),
             started: Instant::now(),

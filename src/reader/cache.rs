@@ -2,13 +2,18 @@
 //! reads of different blocks do not queue on one lock. The lock is held only
 //! to look up or insert, never while decoding.
 //!
+//! A piece being decoded is decoded once: a thread that wants a piece
+//! another thread is decoding waits for it (the read-ahead and the read it
+//! runs ahead of often want the same segment at once).
+//!
 //! Keys are content-addressed (the object's identity plus the piece), so a
 //! replaced object never serves its predecessor's bytes, and two names of one
 //! object share entries.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
 
@@ -87,7 +92,47 @@ struct Shard {
 pub struct BlockCache {
     shards: Vec<Mutex<Shard>>,
     shard_capacity: u64,
+    /// Pieces being decoded now, each with what its waiters wait on.
+    in_flight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
     pub counters: CacheCounters,
+}
+
+/// One decode under way; `done` turns true when it ends (well or not).
+#[derive(Default)]
+struct Flight {
+    done: Mutex<bool>,
+    ended: Condvar,
+}
+
+impl Flight {
+    fn wait(&self) {
+        let Ok(mut done) = self.done.lock() else { return };
+        while !*done {
+            match self.ended.wait(done) {
+                Ok(d) => done = d,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Ends a flight when the loader returns, fails or panics.
+struct Landing<'a> {
+    cache: &'a BlockCache,
+    key: CacheKey,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.cache.in_flight.lock() {
+            map.remove(&self.key);
+        }
+        if let Ok(mut done) = self.flight.done.lock() {
+            *done = true;
+        }
+        self.flight.ended.notify_all();
+    }
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -104,6 +149,7 @@ impl BlockCache {
         Self {
             shards: (0..n_shards).map(|_| Mutex::new(Shard { lru: LruCache::unbounded(), bytes: 0 })).collect(),
             shard_capacity: capacity / n_shards,
+            in_flight: Mutex::default(),
             counters: CacheCounters::default(),
         }
     }
@@ -119,6 +165,40 @@ impl BlockCache {
         let counter = if hit.is_some() { &self.counters.hits } else { &self.counters.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
+    }
+
+    /// Whether `key` is cached, without touching the LRU order or counters.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.shard(key).lock().is_ok_and(|s| s.lru.contains(key))
+    }
+
+    /// The cached entry for `key` (and `true`), or the one `load` makes
+    /// (and `false`), which is then cached. While one thread loads a key,
+    /// others asking for it wait and take its result; if the load failed
+    /// (or its entry was too big to keep), each loads for itself.
+    pub fn get_or_load<E>(&self, key: CacheKey, load: impl FnOnce() -> Result<CacheEntry, E>) -> Result<(CacheEntry, bool), E> {
+        loop {
+            if let Some(hit) = self.get(&key) {
+                return Ok((hit, true));
+            }
+            let Ok(mut map) = self.in_flight.lock() else { break };
+            let Some(flight) = map.get(&key).cloned() else {
+                let flight = Arc::new(Flight::default());
+                map.insert(key, flight.clone());
+                drop(map);
+                let _landing = Landing { cache: self, key, flight };
+                return self.load_and_keep(key, load);
+            };
+            drop(map);
+            flight.wait();
+        }
+        self.load_and_keep(key, load)
+    }
+
+    fn load_and_keep<E>(&self, key: CacheKey, load: impl FnOnce() -> Result<CacheEntry, E>) -> Result<(CacheEntry, bool), E> {
+        let entry = load()?;
+        self.insert(key, entry.clone());
+        Ok((entry, false))
     }
 
     pub fn insert(&self, key: CacheKey, entry: CacheEntry) {
@@ -148,5 +228,71 @@ impl BlockCache {
         } else {
             self.counters.bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey { object: ObjectKey { sha_prefix: 1, footer_crc: 2 }, piece: Piece::Segment(n) }
+    }
+
+    fn text(bytes: &[u8]) -> CacheEntry {
+        CacheEntry::Text(Arc::new(bytes.to_vec()))
+    }
+
+    /// Runs `first` as the loader of key 0, and once it is under way, a
+    /// second `get_or_load` of the same key whose loader counts its calls.
+    fn race(first: impl FnOnce() -> Result<CacheEntry, ()> + Send) -> (Result<(CacheEntry, bool), ()>, usize) {
+        let cache = BlockCache::new(64 << 20);
+        let second_loads = AtomicUsize::new(0);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = cache.get_or_load(key(0), || {
+                    started_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(200));
+                    first()
+                });
+            });
+            started_rx.recv().unwrap();
+            let got = cache.get_or_load(key(0), || {
+                second_loads.fetch_add(1, Ordering::SeqCst);
+                Ok(text(b"second"))
+            });
+            (got, second_loads.load(Ordering::SeqCst))
+        })
+    }
+
+    #[test]
+    fn a_piece_being_loaded_is_waited_for_not_loaded_twice() {
+        let (got, second_loads) = race(|| Ok(text(b"first")));
+        let (entry, hit) = got.unwrap();
+        assert!(matches!(entry, CacheEntry::Text(t) if t.as_slice() == b"first"));
+        assert!(hit);
+        assert_eq!(second_loads, 0);
+    }
+
+    #[test]
+    fn a_failed_load_lets_the_waiter_load_for_itself() {
+        let (got, second_loads) = race(|| Err(()));
+        let (entry, hit) = got.unwrap();
+        assert!(matches!(entry, CacheEntry::Text(t) if t.as_slice() == b"second"));
+        assert!(!hit);
+        assert_eq!(second_loads, 1);
+    }
+
+    #[test]
+    fn a_panicking_loader_does_not_strand_its_waiters() {
+        let cache = BlockCache::new(64 << 20);
+        let loader = std::thread::scope(|s| s.spawn(|| cache.get_or_load::<()>(key(1), || panic!("loader fails"))).join());
+        assert!(loader.is_err());
+        // The flight ended with the panic: a later load runs at once.
+        let (entry, hit) = cache.get_or_load::<()>(key(1), || Ok(text(b"x"))).unwrap();
+        assert!(matches!(entry, CacheEntry::Text(t) if t.as_slice() == b"x") && !hit);
     }
 }

@@ -391,11 +391,28 @@ impl Reader {
         }
     }
 
-    /// The verified original bytes of segment `index`.
+    /// The verified original bytes of segment `index`, from the cache or
+    /// decoded once however many threads ask at the same time.
     pub fn segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
-        if let Some(CacheEntry::Text(t)) = self.cached(Piece::Segment(index as u32), cost) {
-            return Ok(t);
+        let literal = matches!(self.object.footer.segments[index].kind, SegmentKind::Literal(_));
+        let Some(cache) = self.cache.as_ref().filter(|_| !literal) else { return self.decode_segment_text(index, cost) };
+        let key = CacheKey { object: self.object.key, piece: Piece::Segment(index as u32) };
+        let (entry, hit) = cache.get_or_load(key, || self.decode_segment_text(index, cost).map(CacheEntry::Text))?;
+        if hit {
+            cost.cache_hits += 1;
         }
+        match entry {
+            CacheEntry::Text(text) => Ok(text),
+            CacheEntry::Column(_) => Err(FormatError::Inconsistent(format!("segment {index} cached as a column")).into()),
+        }
+    }
+
+    /// Whether segment `index` is decoded and cached already.
+    pub fn segment_is_cached(&self, index: usize) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.contains(&CacheKey { object: self.object.key, piece: Piece::Segment(index as u32) }))
+    }
+
+    fn decode_segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
         let segment = &self.object.footer.segments[index];
         let cell = Cell::new(AccessCost::default());
         let source = ObjectSource { object: &self.object, cost: &cell };
@@ -411,11 +428,7 @@ impl Reader {
         if text.len() as u64 != segment.len || crc32c(&text) != segment.crc32c {
             return Err(ReadError::SegmentMismatch { segment: index, offset: segment.offset, end: segment.offset + segment.len });
         }
-        let text = Arc::new(text);
-        if !matches!(segment.kind, SegmentKind::Literal(_)) {
-            self.remember(Piece::Segment(index as u32), CacheEntry::Text(text.clone()));
-        }
-        Ok(text)
+        Ok(Arc::new(text))
     }
 
     fn is_columnar_row_group(&self, kind: &SegmentKind) -> bool {
@@ -444,7 +457,7 @@ impl Reader {
         Ok(out)
     }
 
-    /// Index of the segment after the one holding `offset` (for prefetch).
+    /// Index of the segment after the one holding `offset` (for read-ahead).
     pub fn next_segment_after(&self, offset: u64) -> Option<usize> {
         let i = self.object.segment_index_at(offset) + 1;
         (i < self.object.footer.segments.len()).then_some(i)

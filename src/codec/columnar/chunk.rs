@@ -681,7 +681,7 @@ impl ColumnChunk {
 
     /// A cursor that writes the chunk's fields in row order.
     pub fn cursor(&self) -> TextCursor<'_> {
-        TextCursor { chunk: self, row: 0, value: 0, exception: 0, memo_value: usize::MAX, memo: Vec::new() }
+        TextCursor { chunk: self, row: 0, value: 0, exception: 0, memo_value: usize::MAX, memo: 0..0 }
     }
 
     /// Appends the exact original text of the field in `row`. `Err` for a
@@ -764,15 +764,17 @@ impl ColumnChunk {
 
 /// Writes a chunk's fields in row order without per-row lookups, reusing
 /// the text of a value equal to the previous one (sorted and repetitive
-/// columns are common: dates, codes, flags).
+/// columns are common: dates, codes, flags). Every call must pass the same
+/// output buffer, which only grows: the text reused is copied from where
+/// it was last written in it.
 pub struct TextCursor<'a> {
     chunk: &'a ColumnChunk,
     row: usize,
     value: usize,
     exception: usize,
-    /// Value index whose text is in `memo`.
+    /// Value index whose text was last written, and where it is in `out`.
     memo_value: usize,
-    memo: Vec<u8>,
+    memo: std::ops::Range<usize>,
 }
 
 impl TextCursor<'_> {
@@ -785,14 +787,13 @@ impl TextCursor<'_> {
             CODE_VALUE => {
                 let i = self.value;
                 self.value += 1;
-                if self.memo_value != usize::MAX && chunk.same_value(self.memo_value, i) {
-                    out.extend_from_slice(&self.memo);
+                let start = out.len();
+                if self.memo_value != usize::MAX && self.memo.end <= start && chunk.same_value(self.memo_value, i) {
+                    out.extend_from_within(self.memo.clone());
                 } else {
-                    let start = out.len();
                     chunk.write_value(i, dialect, out);
-                    self.memo.clear();
-                    self.memo.extend_from_slice(&out[start..]);
                 }
+                self.memo = start..out.len();
                 self.memo_value = i;
             }
             CODE_EXCEPTION => {
