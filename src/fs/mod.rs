@@ -81,15 +81,18 @@ impl At1Fs {
         let meta = std::fs::metadata(store.root())?;
         let table = InodeTable::new(store.root().to_path_buf(), (meta.dev(), meta.ino()));
         let cache = Arc::new(BlockCache::new(cfg.cache_size));
+        let stats = Arc::new(Stats::default());
+        // Decoding ahead is only worth it where the result can be kept.
+        let read_ahead = readahead::ReadAhead::start(cfg.cache_size > 0, stats.clone());
         Ok(Self {
             store,
             cfg,
             table: RwLock::new(table),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            read_ahead: readahead::ReadAhead::start(),
+            read_ahead,
             cache,
-            stats: Arc::new(Stats::default()),
+            stats,
             started: Instant::now(),
             sizes: Mutex::new(HashMap::new()),
             notifier: Arc::new(std::sync::OnceLock::new()),

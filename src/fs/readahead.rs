@@ -5,9 +5,12 @@
 //! single-flight makes a read that catches up with a segment being decoded
 //! wait for it instead of decoding it twice.
 
+use std::sync::Arc;
+
 use crossbeam_channel::{bounded, Sender};
 
 use crate::reader::{AccessCost, Reader};
+use crate::stats::Stats;
 
 /// How many segments ahead of a sequential read are decoded: two per
 /// worker keeps every worker busy while the reader consumes one.
@@ -22,17 +25,20 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts one decoding worker per core.
-    pub fn start() -> Self {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// Starts one decoding worker per core (none when not `enabled`: then
+    /// requests are dropped). Their decoding counts in `stats`.
+    pub fn start(enabled: bool, stats: Arc<Stats>) -> Self {
+        let workers = if enabled { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 0 };
         let window = workers * SEGMENTS_PER_WORKER;
         let (tx, rx) = bounded::<(Reader, usize)>(4 * window);
         for i in 0..workers {
-            let rx = rx.clone();
+            let (rx, stats) = (rx.clone(), stats.clone());
             let spawned = std::thread::Builder::new().name(format!("at1-readahead-{i}")).spawn(move || {
                 for (reader, segment) in rx.iter() {
+                    let mut cost = AccessCost::default();
                     // An error surfaces when the read itself comes.
-                    let _ = reader.segment_text(segment, &mut AccessCost::default());
+                    let _ = reader.segment_text(segment, &mut cost);
+                    Stats::add(&stats.bytes_decoded, cost.bytes_decoded);
                 }
             });
             if let Err(e) = spawned {

@@ -167,6 +167,11 @@ impl BlockCache {
         hit
     }
 
+    /// The cached entry for `key`, without counting a hit or a miss.
+    fn peek(&self, key: &CacheKey) -> Option<CacheEntry> {
+        self.shard(key).lock().ok()?.lru.get(key).cloned()
+    }
+
     /// Whether `key` is cached, without touching the LRU order or counters.
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.shard(key).lock().is_ok_and(|s| s.lru.contains(key))
@@ -183,6 +188,11 @@ impl BlockCache {
             }
             let Ok(mut map) = self.in_flight.lock() else { break };
             let Some(flight) = map.get(&key).cloned() else {
+                // A loader inserts before it lands: absent from both under
+                // this lock means nobody has it, so load it here.
+                if let Some(hit) = self.peek(&key) {
+                    return Ok((hit, true));
+                }
                 let flight = Arc::new(Flight::default());
                 map.insert(key, flight.clone());
                 drop(map);
