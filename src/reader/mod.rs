@@ -379,10 +379,15 @@ impl Reader {
         &self.object
     }
 
-    fn cached(&self, piece: Piece, cost: &mut AccessCost) -> Option<CacheEntry> {
-        let hit = self.cache.as_ref()?.get(&CacheKey { object: self.object.key, piece })?;
-        cost.cache_hits += 1;
-        Some(hit)
+    /// A piece from the cache, or made by `load` once however many threads
+    /// ask at the same time (then cached); without a cache, just loaded.
+    fn cached_or_loaded(&self, piece: Piece, cost: &mut AccessCost, load: impl FnOnce(&mut AccessCost) -> Result<CacheEntry, ReadError>) -> Result<CacheEntry, ReadError> {
+        let Some(cache) = &self.cache else { return load(cost) };
+        let (entry, hit) = cache.get_or_load(CacheKey { object: self.object.key, piece }, || load(cost))?;
+        if hit {
+            cost.cache_hits += 1;
+        }
+        Ok(entry)
     }
 
     fn remember(&self, piece: Piece, entry: CacheEntry) {
@@ -394,14 +399,10 @@ impl Reader {
     /// The verified original bytes of segment `index`, from the cache or
     /// decoded once however many threads ask at the same time.
     pub fn segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
-        let literal = matches!(self.object.footer.segments[index].kind, SegmentKind::Literal(_));
-        let Some(cache) = self.cache.as_ref().filter(|_| !literal) else { return self.decode_segment_text(index, cost) };
-        let key = CacheKey { object: self.object.key, piece: Piece::Segment(index as u32) };
-        let (entry, hit) = cache.get_or_load(key, || self.decode_segment_text(index, cost).map(CacheEntry::Text))?;
-        if hit {
-            cost.cache_hits += 1;
+        if matches!(self.object.footer.segments[index].kind, SegmentKind::Literal(_)) {
+            return self.decode_segment_text(index, cost);
         }
-        match entry {
+        match self.cached_or_loaded(Piece::Segment(index as u32), cost, |cost| self.decode_segment_text(index, cost).map(CacheEntry::Text))? {
             CacheEntry::Text(text) => Ok(text),
             CacheEntry::Column(_) => Err(FormatError::Inconsistent(format!("segment {index} cached as a column")).into()),
         }
@@ -469,9 +470,13 @@ impl Reader {
 
     /// Column `col` of row group `rg`, decoded (and cached).
     pub fn column(&self, rg: usize, col: usize, cost: &mut AccessCost) -> Result<Arc<ColumnChunk>, ReadError> {
-        if let Some(CacheEntry::Column(c)) = self.cached(Piece::Column(rg as u32, col as u32), cost) {
-            return Ok(c);
+        match self.cached_or_loaded(Piece::Column(rg as u32, col as u32), cost, |cost| self.decode_column(rg, col, cost).map(CacheEntry::Column))? {
+            CacheEntry::Column(chunk) => Ok(chunk),
+            CacheEntry::Text(_) => Err(FormatError::Inconsistent(format!("column {col} of row group {rg} cached as text")).into()),
         }
+    }
+
+    fn decode_column(&self, rg: usize, col: usize, cost: &mut AccessCost) -> Result<Arc<ColumnChunk>, ReadError> {
         let table = self.object.table().ok_or(ReadError::NotATable)?;
         let meta = table.row_groups.get(rg).ok_or_else(|| FormatError::Inconsistent(format!("no row group {rg}")))?;
         match &meta.storage {
@@ -482,9 +487,7 @@ impl Reader {
                 let payload = source.payload(block)?;
                 let chunk = columnar::decode_column(&payload, &|d| source.column_dictionary(d));
                 cost.add(cell.get());
-                let chunk = Arc::new(chunk?);
-                self.remember(Piece::Column(rg as u32, col as u32), CacheEntry::Column(chunk.clone()));
-                Ok(chunk)
+                Ok(Arc::new(chunk?))
             }
             RowGroupStorage::Raw { .. } => {
                 // A row group kept raw: parse its verified text back into
@@ -494,12 +497,14 @@ impl Reader {
                 let text = self.segment_text(segment, cost)?;
                 let at_eof = segment + 1 == self.object.footer.segments.len();
                 let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes, &[])?;
+                // The other columns came for free: keep them too.
                 let mut wanted = None;
                 for (c, enc) in encoded.columns.iter().enumerate() {
                     let chunk = Arc::new(columnar::decode_column(&enc.payload, &columnar::no_shared)?);
-                    self.remember(Piece::Column(rg as u32, c as u32), CacheEntry::Column(chunk.clone()));
                     if c == col {
                         wanted = Some(chunk);
+                    } else {
+                        self.remember(Piece::Column(rg as u32, c as u32), CacheEntry::Column(chunk));
                     }
                 }
                 wanted.ok_or_else(|| ReadError::UnknownColumn(format!("#{col}")))
