@@ -36,8 +36,8 @@ use crate::codec::columnar::{self, SharedStrings, Sniffed};
 use crate::codec::ints::IntPacking;
 use crate::codec::{decode_segment, BlockSource, CodecError};
 use crate::format::{
-    self, crc32c, encode_header, Backend, BlockDesc, BlockRole, CodecChoice, ColumnDef, ColumnStats, Dialect, Footer, RowGroupMeta, RowGroupStorage,
-    Segment, SegmentKind, Settings, Table, Trailer, VerifiedBlock, HEADER_LEN,
+    self, crc32c, encode_header, Backend, BlockDesc, BlockRole, CodecChoice, ColumnDef, ColumnStats, Dialect, Footer, RowGroupMeta, RowGroupStorage, Segment,
+    SegmentKind, Settings, Table, Trailer, VerifiedBlock, HEADER_LEN,
 };
 use crate::reader::Object;
 use crate::value::ValueType;
@@ -197,8 +197,15 @@ enum UnitKind {
     Dictionary(Arc<Dictionary>),
     /// A per-file column dictionary (not part of the original).
     ColumnDictionary(Arc<SharedStrings>),
-    Frame { text: Vec<u8>, dict: Option<Arc<Dictionary>> },
-    RowGroup { text: Vec<u8>, at_eof: bool, table: Arc<TableShape> },
+    Frame {
+        text: Vec<u8>,
+        dict: Option<Arc<Dictionary>>,
+    },
+    RowGroup {
+        text: Vec<u8>,
+        at_eof: bool,
+        table: Arc<TableShape>,
+    },
 }
 
 struct Dictionary {
@@ -226,8 +233,17 @@ enum Encoded {
     Dictionary(EncodedBlock),
     /// A column dictionary and the block id its users name.
     ColumnDictionary(EncodedBlock, u32),
-    Frame { block: EncodedBlock, dict: Option<Arc<Dictionary>> },
-    RowGroup { blocks: Vec<EncodedBlock>, storage: RowGroupStorage, rows: u64, stats: Vec<ColumnStats>, table: Arc<TableShape> },
+    Frame {
+        block: EncodedBlock,
+        dict: Option<Arc<Dictionary>>,
+    },
+    RowGroup {
+        blocks: Vec<EncodedBlock>,
+        storage: RowGroupStorage,
+        rows: u64,
+        stats: Vec<ColumnStats>,
+        table: Arc<TableShape>,
+    },
 }
 
 /// A verified unit: its blocks and the bytes they decoded back to.
@@ -350,9 +366,7 @@ fn chunk_input<R: Read>(input: R, cfg: &GateConfig, tx: &Sender<Unit>) -> Result
     let sniffed = match cfg.codec {
         CodecChoice::Raw => None,
         CodecChoice::Auto => columnar::sniff(&buf[..buf.len().min(1 << 20)], at_eof && buf.len() <= 1 << 20),
-        CodecChoice::Columnar => {
-            Some(columnar::sniff(&buf[..buf.len().min(1 << 20)], at_eof && buf.len() <= 1 << 20).ok_or(GateError::NotATable)?)
-        }
+        CodecChoice::Columnar => Some(columnar::sniff(&buf[..buf.len().min(1 << 20)], at_eof && buf.len() <= 1 << 20).ok_or(GateError::NotATable)?),
     };
     let mut mode = match sniffed {
         Some(s) => {
@@ -557,10 +571,7 @@ impl Cutter<'_> {
 // ---------------------------------------------------------------- workers
 
 fn encode_worker(cfg: &GateConfig, rx: &Receiver<Unit>, tx: &Sender<Result<Verified, GateError>>) {
-    let mut compressors = Compressors {
-        frames: BlockCompressor::new(cfg.backend, cfg.level),
-        columns: BlockCompressor::new(cfg.backend, cfg.column_level),
-    };
+    let mut compressors = Compressors { frames: BlockCompressor::new(cfg.backend, cfg.level), columns: BlockCompressor::new(cfg.backend, cfg.column_level) };
     for unit in rx.iter() {
         let result = encode_and_verify(unit, cfg, &mut compressors);
         let failed = result.is_err();
@@ -609,11 +620,7 @@ fn encode_and_verify(unit: Unit, cfg: &GateConfig, compressors: &mut Compressors
     let decoded = decode_unit(&encoded, seq)?;
     if decoded != original {
         let at = decoded.iter().zip(&original).position(|(a, b)| a != b).unwrap_or(decoded.len().min(original.len()));
-        return Err(GateError::Rejected(format!(
-            "unit {seq} ({}) decodes differently from its input at byte {at} of {}",
-            encoded.describe(),
-            original.len()
-        )));
+        return Err(GateError::Rejected(format!("unit {seq} ({}) decodes differently from its input at byte {at} of {}", encoded.describe(), original.len())));
     }
     Ok(Verified { seq, encoded, decoded })
 }
@@ -738,12 +745,7 @@ impl BlockSource for LocalSource<'_> {
     }
 
     fn column_dictionary(&self, id: u32) -> Result<Arc<SharedStrings>, CodecError> {
-        self.shared
-            .iter()
-            .flatten()
-            .find(|d| d.block == id)
-            .cloned()
-            .ok_or_else(|| CodecError::Malformed(format!("unknown column dictionary {id}")))
+        self.shared.iter().flatten().find(|d| d.block == id).cloned().ok_or_else(|| CodecError::Malformed(format!("unknown column dictionary {id}")))
     }
 }
 

@@ -580,9 +580,9 @@ pub fn parse_lenient(ty: ValueType, text: &[u8]) -> Option<Scalar> {
         ValueType::Null => None,
         ValueType::Int => lenient_int(text).map(Scalar::Int),
         ValueType::Decimal => lenient_number(text),
-        ValueType::Timestamp => parse_timestamp(text)
-            .map(|(t, _)| Scalar::Timestamp(t))
-            .or_else(|| parse_date(text).map(|d| Scalar::Timestamp(i64::from(d) * 86_400))),
+        ValueType::Timestamp => {
+            parse_timestamp(text).map(|(t, _)| Scalar::Timestamp(t)).or_else(|| parse_date(text).map(|d| Scalar::Timestamp(i64::from(d) * 86_400)))
+        }
         ValueType::Date => parse_date(text).map(Scalar::Date),
         ValueType::Bool => lenient_bool(text).map(Scalar::Bool),
         ValueType::String => Some(Scalar::Str(text.to_vec())),

@@ -57,11 +57,7 @@ fn compress_decompress_cat_verify_inspect() {
 fn stdin_and_stdout_work_with_dash() {
     let dir = tempfile::tempdir().unwrap();
     let input = sample_csv(dir.path());
-    let compressed = Command::new(at1_bin())
-        .args(["compress", "-", "-"])
-        .stdin(std::fs::File::open(&input).unwrap())
-        .output()
-        .unwrap();
+    let compressed = Command::new(at1_bin()).args(["compress", "-", "-"]).stdin(std::fs::File::open(&input).unwrap()).output().unwrap();
     assert!(compressed.status.success());
     let mut child = Command::new(at1_bin()).args(["decompress", "-", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     use std::io::Write;

@@ -18,8 +18,19 @@ fn sample_objects(dir: &std::path::Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     // Long repeated strings (user agents) that each small frame meets anew:
     // what a dictionary is for (the gate keeps one only if it pays off).
-    let agents: Vec<String> = (0..24).map(|k| format!("Mozilla/5.0 (X11; Linux x86_64; build {k}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{}.{} Safari/537.36", 100 + k, k * 37, k * 11)).collect();
-    let log: Vec<u8> = (0..10_000).flat_map(|i| format!("2024-01-01 host{} GET /path/{} 200 {} \"{}\"\n", i % 7, i % 311, i * 13, agents[(i * 7) % 24]).into_bytes()).collect();
+    let agents: Vec<String> = (0..24)
+        .map(|k| {
+            format!(
+                "Mozilla/5.0 (X11; Linux x86_64; build {k}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{}.{} Safari/537.36",
+                100 + k,
+                k * 37,
+                k * 11
+            )
+        })
+        .collect();
+    let log: Vec<u8> = (0..10_000)
+        .flat_map(|i| format!("2024-01-01 host{} GET /path/{} 200 {} \"{}\"\n", i % 7, i % 311, i * 13, agents[(i * 7) % 24]).into_bytes())
+        .collect();
     let cfg = GateConfig { codec: CodecChoice::Raw, frame_size: 8 << 10, threads: 2, ..GateConfig::default() };
     let (p, object) = compress_bytes(&log, dir, "log.at1", &cfg);
     assert!(object.footer().blocks.iter().any(|b| b.role == BlockRole::Dictionary), "the log sample has a dictionary block");

@@ -62,7 +62,11 @@ fn rsync_tree_round_trips_with_no_difference() {
     assert_eq!(std::fs::metadata(dst.join("a/1.txt")).unwrap().ino(), std::fs::metadata(dst.join("a/hard")).unwrap().ino());
     assert_eq!(sh_ok(&format!("getfattr -n user.origin --only-values '{}/e/random.bin'", dst.display())), "corpus");
     // Negative control: one changed byte is seen.
-    sh_ok(&format!("printf 'X' | dd of='{}/a/b/seq.txt' bs=1 seek=10 conv=notrunc status=none; touch -d '2001-02-03 04:05:06' '{}/a/b/seq.txt'", dst.display(), dst.display()));
+    sh_ok(&format!(
+        "printf 'X' | dd of='{}/a/b/seq.txt' bs=1 seek=10 conv=notrunc status=none; touch -d '2001-02-03 04:05:06' '{}/a/b/seq.txt'",
+        dst.display(),
+        dst.display()
+    ));
     let diff = sh_ok(&format!("rsync -aHX --checksum --itemize-changes --dry-run '{}/' '{}/'", s.display(), dst.display()));
     assert!(diff.contains("seq.txt"), "the changed file is reported: {diff}");
 }

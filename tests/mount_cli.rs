@@ -45,7 +45,10 @@ fn background_mount_returns_when_live_and_unmount_waits_for_the_daemon() {
     let out = at1(&["unmount", &mnt]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!is_mounted(std::path::Path::new(&mnt)));
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"), "the daemon has exited");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"),
+        "the daemon has exited"
+    );
     // The data outlives the mount.
     assert!(at1(&["mount", &store, &mnt]).status.success());
     assert_eq!(std::fs::read(format!("{mnt}/f")).unwrap(), b"x");

@@ -81,7 +81,9 @@ fn readers_during_write() {
             close($w) or die "close: $!";
             print "closed\n";
         }"#;
-    let mut writer = spawn(std::process::Command::new("perl").args(["-e", script]).arg(&f).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped())).unwrap();
+    let mut writer =
+        spawn(std::process::Command::new("perl").args(["-e", script]).arg(&f).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()))
+            .unwrap();
     let mut to_writer = writer.stdin.take().unwrap();
     let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
     let mut step = |expect: &str| {
@@ -233,7 +235,7 @@ fn release() {
     let ptr = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0) };
     assert_ne!(ptr, libc::MAP_FAILED);
     drop(file); // close: the mapping still holds the file
-    // SAFETY: the mapping is 8192 bytes long.
+                // SAFETY: the mapping is 8192 bytes long.
     unsafe {
         std::ptr::copy_nonoverlapping(b"mapped".as_ptr(), ptr.cast::<u8>(), 6);
         // Written back after the close's flush; the release commits it.
@@ -380,7 +382,16 @@ fn xattr() {
     let f = m.path("w.csv");
     sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), f.display()));
     let out = sh_ok(&format!("getfattr -d -m - '{}'", f.display()));
-    for key in ["user.at1.original_bytes=\"2294215\"", "user.at1.codec=\"columnar\"", "user.at1.sha256=", "user.at1.ratio=", "user.at1.recall_point_bytes=", "user.at1.idle_bytes=", "user.at1.blocks=", "user.at1.stored_bytes="] {
+    for key in [
+        "user.at1.original_bytes=\"2294215\"",
+        "user.at1.codec=\"columnar\"",
+        "user.at1.sha256=",
+        "user.at1.ratio=",
+        "user.at1.recall_point_bytes=",
+        "user.at1.idle_bytes=",
+        "user.at1.blocks=",
+        "user.at1.stored_bytes=",
+    ] {
         assert!(out.contains(key), "{key} missing:\n{out}");
     }
     sh_ok(&format!("setfattr -n user.mine -v hello '{}'", f.display()));
@@ -416,7 +427,22 @@ fn control() {
     sh_ok(&format!("cp '{}' '{}'", corpus_dir().join("csv/weather.csv").display(), m.path("w.csv").display()));
     sh_ok(&format!("cat '{}' > /dev/null", m.path("w.csv").display()));
     let v = stats(&m);
-    for key in ["objects", "original_bytes", "stored_bytes", "ratio", "writes_committed", "writes_rejected", "bytes_written", "reads", "bytes_served", "bytes_decoded", "cache_hits", "cache_misses", "cache_bytes", "uptime_s"] {
+    for key in [
+        "objects",
+        "original_bytes",
+        "stored_bytes",
+        "ratio",
+        "writes_committed",
+        "writes_rejected",
+        "bytes_written",
+        "reads",
+        "bytes_served",
+        "bytes_decoded",
+        "cache_hits",
+        "cache_misses",
+        "cache_bytes",
+        "uptime_s",
+    ] {
         assert!(!v[key].is_null(), "{key} missing in {v}");
     }
     assert_eq!(v["objects"], 1);

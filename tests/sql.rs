@@ -349,7 +349,10 @@ fn reference_queries_on_flights_give_the_documented_results() {
         }
         // And the same rows as SQLite (which orders F10's ties and sorts
         // NULLs differently; the queries here avoid both).
-        let sqlite_q = q.replace(f, "t").replace("TIMESTAMPTZ '2013-12-31 00:00:00+00'", "'2013-12-31T00:00:00Z'").replace("TIMESTAMPTZ '2014-01-01 00:00:00+00'", "'2014-01-01T00:00:00Z'");
+        let sqlite_q = q
+            .replace(f, "t")
+            .replace("TIMESTAMPTZ '2013-12-31 00:00:00+00'", "'2013-12-31T00:00:00Z'")
+            .replace("TIMESTAMPTZ '2014-01-01 00:00:00+00'", "'2014-01-01T00:00:00Z'");
         let ordered = q.contains("ORDER BY") && !q.contains("dep_delay DESC LIMIT 5");
         if q.contains("LIMIT 10") && !q.contains("ORDER") {
             continue; // LIMIT without ORDER BY: only the count is defined
@@ -414,7 +417,8 @@ fn sql_file_through_the_mount() {
     assert!(heads.iter().any(|h| h.contains("\"COUNT(*)\"")) && heads.iter().any(|h| h.contains("\"MAX(temp)\"")), "each session read its own result:\n{a}");
     // A session whose leader has exited (a script started by `setsid`, a
     // CI runner) is still a session: its result is kept.
-    let out = sh_ok(&format!("setsid bash -c \"(sleep 0.3; echo 'SELECT COUNT(*) FROM data/weather.csv' > '{0}' && cat '{0}') & exit 0\" | cat", sql.display()));
+    let out =
+        sh_ok(&format!("setsid bash -c \"(sleep 0.3; echo 'SELECT COUNT(*) FROM data/weather.csv' > '{0}' && cat '{0}') & exit 0\" | cat", sql.display()));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rows"][0][0], 26115, "{out}");
     // (a) One read-write handle: the result of the query written on it.

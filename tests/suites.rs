@@ -13,7 +13,8 @@ use common::*;
 
 fn tool(name: &str) -> Option<PathBuf> {
     let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = [PathBuf::from(format!("{home}/.cargo/bin/{name}")), PathBuf::from(format!("/usr/bin/{name}")), PathBuf::from(format!("/usr/local/bin/{name}"))];
+    let candidates =
+        [PathBuf::from(format!("{home}/.cargo/bin/{name}")), PathBuf::from(format!("/usr/bin/{name}")), PathBuf::from(format!("/usr/local/bin/{name}"))];
     if let Some(p) = candidates.into_iter().find(|p| p.exists()) {
         return Some(p);
     }
@@ -116,10 +117,15 @@ fn fsx_10k_operations_with_every_operation() {
 fn fio_verifies_crc32c() {
     let Some(fio) = tool("fio") else { return };
     let Some(m) = Mounted::new(&[]) else { return };
-    for (name, extra) in [("psync", "--ioengine=psync"), ("direct", "--ioengine=psync --direct=1"), ("mmap", "--ioengine=mmap"), ("randrw", "--ioengine=psync --rw=randrw --rwmixread=50 --verify_backlog=64")] {
+    for (name, extra) in [
+        ("psync", "--ioengine=psync"),
+        ("direct", "--ioengine=psync --direct=1"),
+        ("mmap", "--ioengine=mmap"),
+        ("randrw", "--ioengine=psync --rw=randrw --rwmixread=50 --verify_backlog=64"),
+    ] {
         let rw = if extra.contains("--rw=") { "" } else { "--rw=randwrite" };
         let (code, out, _) = sh(&format!(
-            "'{}' --name={name} --filename='{}' --size=32M --bs=4k {rw} {extra} --verify=crc32c --do_verify=1 --verify_fatal=1 2>&1",
+            "'{}' --name={name} --filename='{}' --size=32M --bs=4k {rw} {extra} --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 2>&1",
             fio.display(),
             m.path(&format!("fio-{name}.dat")).display()
         ));

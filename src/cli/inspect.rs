@@ -23,9 +23,8 @@ fn describe(object: &Object) -> Value {
         k.0 += 1;
         k.1 += b.stored_len;
     }
-    let counts = |m: BTreeMap<&str, (u64, u64)>| -> Value {
-        m.into_iter().map(|(k, (n, bytes))| (k.to_string(), json!({"count": n, "stored_bytes": bytes}))).collect()
-    };
+    let counts =
+        |m: BTreeMap<&str, (u64, u64)>| -> Value { m.into_iter().map(|(k, (n, bytes))| (k.to_string(), json!({"count": n, "stored_bytes": bytes}))).collect() };
     let s = &footer.settings;
     let mut out = json!({
         "format_version": at1::format::FORMAT_VERSION,
@@ -70,10 +69,9 @@ fn describe(object: &Object) -> Value {
             .map(|rg| {
                 let (storage, stored): (&str, u64) = match &rg.storage {
                     RowGroupStorage::Raw { block } => ("raw", footer.blocks[*block as usize].stored_len),
-                    RowGroupStorage::Columnar { layout, columns } => (
-                        "columnar",
-                        layout.iter().chain(columns).map(|b| footer.blocks[*b as usize].stored_len).sum(),
-                    ),
+                    RowGroupStorage::Columnar { layout, columns } => {
+                        ("columnar", layout.iter().chain(columns).map(|b| footer.blocks[*b as usize].stored_len).sum())
+                    }
                 };
                 let stats: Vec<Value> = rg
                     .stats
@@ -112,7 +110,12 @@ pub fn run(object: &Object, json: bool, list_row_groups: bool) -> Result<()> {
     }
     println!("codec:          {}", d["codec"].as_str().unwrap_or("?"));
     println!("original bytes: {}", object.original_len());
-    println!("stored bytes:   {} (ratio {:.2}x, metadata {} bytes)", object.stored_len(), ratio(object.original_len(), object.stored_len()), object.metadata_len());
+    println!(
+        "stored bytes:   {} (ratio {:.2}x, metadata {} bytes)",
+        object.stored_len(),
+        ratio(object.original_len(), object.stored_len()),
+        object.metadata_len()
+    );
     println!("sha256:         {}", d["sha256"].as_str().unwrap_or(""));
     println!("settings:       {}", d["settings"]);
     println!("blocks:         {} {}", d["blocks"]["count"], d["blocks"]["by_role"]);
@@ -142,7 +145,13 @@ pub fn run(object: &Object, json: bool, list_row_groups: bool) -> Result<()> {
         }
         if list_row_groups {
             for (i, rg) in t["row_groups"].as_array().into_iter().flatten().enumerate() {
-                println!("  row group {i}: first row {} rows {} {} {} bytes", rg["first_row"], rg["rows"], rg["storage"].as_str().unwrap_or(""), rg["stored_bytes"]);
+                println!(
+                    "  row group {i}: first row {} rows {} {} {} bytes",
+                    rg["first_row"],
+                    rg["rows"],
+                    rg["storage"].as_str().unwrap_or(""),
+                    rg["stored_bytes"]
+                );
                 for (c, s) in rg["columns"].as_array().into_iter().flatten().enumerate() {
                     println!("    col {c}: {} values {} nulls {} min {} max {}", s["type"].as_str().unwrap_or(""), s["values"], s["nulls"], s["min"], s["max"]);
                 }

@@ -56,7 +56,13 @@ pub fn run(path: &Path, json_out: bool, xz_level: u32) -> Result<()> {
     }
     let pct = |n: u64| 100.0 * n as f64 / original.max(1) as f64;
     println!("{}: {} original bytes", path.display(), original);
-    println!("IDLE RESIDENT   at1 {:>12} B ({:6.2}%)   xz -{xz_level} whole file {:>12} B ({:6.2}%)", object.stored_len(), pct(object.stored_len()), xz_bytes, pct(xz_bytes));
+    println!(
+        "IDLE RESIDENT   at1 {:>12} B ({:6.2}%)   xz -{xz_level} whole file {:>12} B ({:6.2}%)",
+        object.stored_len(),
+        pct(object.stored_len()),
+        xz_bytes,
+        pct(xz_bytes)
+    );
     println!("RECALL COST (bytes materialized, cold: metadata {meta} B + blocks read)");
     for a in &accesses {
         match total(a) {
@@ -72,11 +78,7 @@ pub fn run(path: &Path, json_out: bool, xz_level: u32) -> Result<()> {
             None => println!("  {:<10} n/a: {}", a.name, a.detail),
         }
     }
-    println!(
-        "  4 KiB read, worst case over every segment: {} B read, {} B decoded",
-        worst_4k.bytes_read + meta,
-        worst_4k.bytes_decoded
-    );
+    println!("  4 KiB read, worst case over every segment: {} B read, {} B decoded", worst_4k.bytes_read + meta, worst_4k.bytes_decoded);
     Ok(())
 }
 
@@ -165,7 +167,14 @@ fn table_accesses(object: &Arc<Object>, table: &Table) -> Result<Vec<Access>> {
         Some((c, v, _)) => {
             let mut cost = AccessCost::default();
             let found = fresh().point(&table.columns[c].name, &v, 1, &mut cost)?;
-            let detail = format!("{} = {} -> {} row, {} of {} row groups", table.columns[c].name, v, found.len(), candidate_row_groups(table, c, &v, &v), table.row_groups.len());
+            let detail = format!(
+                "{} = {} -> {} row, {} of {} row groups",
+                table.columns[c].name,
+                v,
+                found.len(),
+                candidate_row_groups(table, c, &v, &v),
+                table.row_groups.len()
+            );
             out.push(Access { name: "point", cost: Some(cost), detail });
         }
         None => out.push(Access { name: "point", cost: None, detail: "no numeric or time column to look up by".into() }),

@@ -115,9 +115,7 @@ fn xz_decompress(stored: &[u8], decoded_len: u64) -> Result<Vec<u8>, CodecError>
     loop {
         let before_in = stream.total_in();
         let before_out = out.len();
-        let status = stream
-            .process_vec(input, &mut out, Action::Finish)
-            .map_err(|e| CodecError::Malformed(format!("xz: {e}")))?;
+        let status = stream.process_vec(input, &mut out, Action::Finish).map_err(|e| CodecError::Malformed(format!("xz: {e}")))?;
         input = &input[(stream.total_in() - before_in) as usize..];
         if status == Status::StreamEnd {
             return Ok(out);
@@ -164,11 +162,7 @@ pub fn decompress(block: &VerifiedBlock<'_>, dict: Option<&[u8]>) -> Result<Vec<
         Backend::Xz => xz_decompress(block.bytes(), desc.decoded_len)?,
     };
     if out.len() != len {
-        return Err(CodecError::Malformed(format!(
-            "block {} decoded to {} bytes, descriptor says {len}",
-            block.id(),
-            out.len()
-        )));
+        return Err(CodecError::Malformed(format!("block {} decoded to {} bytes, descriptor says {len}", block.id(), out.len())));
     }
     Ok(out)
 }

@@ -566,7 +566,8 @@ mod tests {
             encode_ints(&mut w, &values, IntPacking::Trial);
             let bytes = w.into_bytes();
             for len in 0..bytes.len() {
-                let _ = decode_ints(&mut WireReader::new(&bytes[..len]), values.len()); // must not panic
+                let _ = decode_ints(&mut WireReader::new(&bytes[..len]), values.len());
+                // must not panic
             }
             for i in 0..bytes.len() {
                 let mut bad = bytes.clone();

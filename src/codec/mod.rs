@@ -63,17 +63,12 @@ pub fn decode_segment(src: &dyn BlockSource, kind: &SegmentKind, table: Option<&
         SegmentKind::Frame(block) => out.extend_from_slice(&src.payload(*block)?),
         SegmentKind::RowGroup(rg) => {
             let table = table.ok_or_else(|| CodecError::Malformed("row group segment without a table".into()))?;
-            let meta = table
-                .row_groups
-                .get(*rg as usize)
-                .ok_or_else(|| CodecError::Malformed(format!("missing row group {rg}")))?;
+            let meta = table.row_groups.get(*rg as usize).ok_or_else(|| CodecError::Malformed(format!("missing row group {rg}")))?;
             match &meta.storage {
                 RowGroupStorage::Raw { block } => out.extend_from_slice(&src.payload(*block)?),
                 RowGroupStorage::Columnar { layout, columns } => {
-                    let chunks = columns
-                        .iter()
-                        .map(|&b| columnar::decode_column(&src.payload(b)?, &|d| src.column_dictionary(d)))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let chunks =
+                        columns.iter().map(|&b| columnar::decode_column(&src.payload(b)?, &|d| src.column_dictionary(d))).collect::<Result<Vec<_>, _>>()?;
                     let layout = match layout {
                         Some(b) => Some(columnar::decode_layout(&src.payload(*b)?, meta.row_count)?),
                         None => None,

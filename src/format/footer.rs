@@ -320,17 +320,11 @@ impl Footer {
     pub fn check_layout(&self, trailer: &Trailer) -> Result<(), FormatError> {
         let blocks_end = self.blocks.last().map_or(HEADER_LEN, |b| b.offset + b.stored_len);
         if blocks_end != trailer.footer_offset {
-            return Err(FormatError::Inconsistent(format!(
-                "blocks end at {blocks_end} but the footer starts at {}",
-                trailer.footer_offset
-            )));
+            return Err(FormatError::Inconsistent(format!("blocks end at {blocks_end} but the footer starts at {}", trailer.footer_offset)));
         }
         let original_end = self.segments.last().map_or(0, |s| s.offset + s.len);
         if original_end != trailer.original_len {
-            return Err(FormatError::Inconsistent(format!(
-                "segments cover {original_end} bytes but the original has {}",
-                trailer.original_len
-            )));
+            return Err(FormatError::Inconsistent(format!("segments cover {original_end} bytes but the original has {}", trailer.original_len)));
         }
         for (i, b) in self.blocks.iter().enumerate() {
             if let Some(d) = b.dict {
@@ -340,14 +334,10 @@ impl Footer {
         let n_rg = self.table.as_ref().map_or(0, |t| t.row_groups.len());
         for s in &self.segments {
             match &s.kind {
-                SegmentKind::Literal(bytes) if bytes.len() as u64 != s.len => {
-                    return Err(FormatError::Inconsistent("literal segment length mismatch".into()))
-                }
+                SegmentKind::Literal(bytes) if bytes.len() as u64 != s.len => return Err(FormatError::Inconsistent("literal segment length mismatch".into())),
                 SegmentKind::Literal(_) => {}
                 SegmentKind::Frame(b) => self.expect_block(*b, BlockRole::Frame, "frame segment")?,
-                SegmentKind::RowGroup(rg) if *rg as usize >= n_rg => {
-                    return Err(FormatError::Inconsistent(format!("segment names missing row group {rg}")))
-                }
+                SegmentKind::RowGroup(rg) if *rg as usize >= n_rg => return Err(FormatError::Inconsistent(format!("segment names missing row group {rg}"))),
                 SegmentKind::RowGroup(_) => {}
             }
         }
@@ -378,11 +368,7 @@ impl Footer {
     fn expect_block(&self, id: u32, role: BlockRole, what: &str) -> Result<(), FormatError> {
         match self.blocks.get(id as usize) {
             Some(b) if b.role == role => Ok(()),
-            Some(b) => Err(FormatError::Inconsistent(format!(
-                "{what} names block {id}, a {} block, not a {} block",
-                b.role.name(),
-                role.name()
-            ))),
+            Some(b) => Err(FormatError::Inconsistent(format!("{what} names block {id}, a {} block, not a {} block", b.role.name(), role.name()))),
             None => Err(FormatError::Inconsistent(format!("{what} names missing block {id}"))),
         }
     }

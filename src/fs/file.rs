@@ -126,9 +126,7 @@ impl At1Fs {
             RegularKind::Plain => Ok(Source::Plain(File::open(&path)?)),
             _ => match Object::open(&path) {
                 Ok(o) => Ok(Source::Object(Reader::new(Arc::new(o), Some(self.cache.clone())))),
-                Err(crate::reader::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound && matches!(kind, RegularKind::Managed(_)) => {
-                    Ok(Source::Empty)
-                }
+                Err(crate::reader::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound && matches!(kind, RegularKind::Managed(_)) => Ok(Source::Empty),
                 Err(e) => Err(e.into()),
             },
         }
@@ -440,10 +438,7 @@ impl At1Fs {
     }
 
     pub(super) fn open_dir(&self, ino: u64) -> FsResult<u64> {
-        let mut entries = vec![
-            DirEntry { ino, kind: FileType::Directory, name: ".".into() },
-            DirEntry { ino, kind: FileType::Directory, name: "..".into() },
-        ];
+        let mut entries = vec![DirEntry { ino, kind: FileType::Directory, name: ".".into() }, DirEntry { ino, kind: FileType::Directory, name: "..".into() }];
         if ino == CONTROL_DIR {
             entries.push(DirEntry { ino: STATS_FILE, kind: FileType::RegularFile, name: "stats".into() });
             entries.push(DirEntry { ino: SQL_FILE, kind: FileType::RegularFile, name: "sql".into() });

@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::gate::GateConfig;
@@ -341,7 +340,9 @@ impl Filesystem for At1Fs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        finish("statfs", self.statfs_store(), reply, |r, s| r.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32));
+        finish("statfs", self.statfs_store(), reply, |r, s| {
+            r.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32)
+        });
     }
 
     fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
@@ -367,7 +368,9 @@ impl Filesystem for At1Fs {
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        finish("create", self.create_file(req, parent.0, name, mode & !umask, flags), reply, |r, (a, fh, f)| r.created(&TTL, &a, Generation(0), FileHandle(fh), f));
+        finish("create", self.create_file(req, parent.0, name, mode & !umask, flags), reply, |r, (a, fh, f)| {
+            r.created(&TTL, &a, Generation(0), FileHandle(fh), f)
+        });
     }
 
     fn fallocate(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {

@@ -127,7 +127,13 @@ fn encode_plain(path: &Path, name: &str) -> Result<Arc<Object>, QueryError> {
 
 /// Parses, plans and runs `sql`, writing the result to `out` in the query's
 /// format (or `default_format`).
-pub fn execute(sql: &str, source: &dyn Source, cache: Option<Arc<BlockCache>>, default_format: OutputFormat, out: &mut dyn Write) -> Result<QueryStats, QueryError> {
+pub fn execute(
+    sql: &str,
+    source: &dyn Source,
+    cache: Option<Arc<BlockCache>>,
+    default_format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<QueryStats, QueryError> {
     let parsed = plan::parse(sql)?;
     let object = source.open(&parsed.path)?;
     let path = parsed.path.clone();

@@ -4,8 +4,8 @@
 //! and literal types against the table's schema.
 
 use sqlparser::ast::{
-    self as sql, BinaryOperator, DataType, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, ObjectNamePart, OrderByKind,
-    SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    self as sql, BinaryOperator, DataType, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, ObjectNamePart, OrderByKind, SelectItem,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -115,10 +115,7 @@ pub fn parse(text: &str) -> Result<Parsed, QueryError> {
     let format = take_format(&mut tokens)?;
     quote_from_path(&mut tokens)?;
     let rebuilt: String = tokens.iter().map(|t| t.to_string()).collect();
-    let mut statements = Parser::new(&dialect)
-        .with_tokens(tokens)
-        .parse_statements()
-        .map_err(|e| QueryError::Syntax(format!("{e} in: {}", rebuilt.trim())))?;
+    let mut statements = Parser::new(&dialect).with_tokens(tokens).parse_statements().map_err(|e| QueryError::Syntax(format!("{e} in: {}", rebuilt.trim())))?;
     if statements.len() != 1 {
         return Err(QueryError::Syntax(format!("expected one SELECT statement, found {}", statements.len())));
     }
@@ -456,12 +453,23 @@ impl Builder<'_> {
         }))
     }
 
-    fn order_item(&mut self, e: &sql::Expr, items: &mut Vec<Item>, names: &mut Vec<String>, visible: usize, aggregate: bool, group_by: &[usize]) -> Result<usize, QueryError> {
+    fn order_item(
+        &mut self,
+        e: &sql::Expr,
+        items: &mut Vec<Item>,
+        names: &mut Vec<String>,
+        visible: usize,
+        aggregate: bool,
+        group_by: &[usize],
+    ) -> Result<usize, QueryError> {
         // A position: ORDER BY 2.
         if let sql::Expr::Value(v) = e {
             if let Value::Number(n, _) = &v.value {
                 let pos: usize = n.parse().map_err(|_| QueryError::Plan(format!("bad ORDER BY position {n}")))?;
-                return (1..=visible).contains(&pos).then(|| pos - 1).ok_or_else(|| QueryError::Plan(format!("ORDER BY position {pos} is not in the select list")));
+                return (1..=visible)
+                    .contains(&pos)
+                    .then(|| pos - 1)
+                    .ok_or_else(|| QueryError::Plan(format!("ORDER BY position {pos} is not in the select list")));
             }
         }
         // An output name (alias or column name).

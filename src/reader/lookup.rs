@@ -131,10 +131,8 @@ impl Reader {
             }
             let chunk = self.column(rg, col, cost)?;
             let wanted = limit - rows.len();
-            let hits: Vec<usize> = (0..chunk.rows())
-                .filter(|&r| logical_value(&chunk, r, logical, &table.dialect).is_some_and(|v| in_range(&v)))
-                .take(wanted)
-                .collect();
+            let hits: Vec<usize> =
+                (0..chunk.rows()).filter(|&r| logical_value(&chunk, r, logical, &table.dialect).is_some_and(|v| in_range(&v))).take(wanted).collect();
             rows.extend(self.rows(rg, &hits, cost)?);
         }
         Ok(rows)

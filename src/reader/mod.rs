@@ -34,8 +34,7 @@ use crate::codec::columnar::{self, ColumnChunk};
 use crate::codec::ints::IntPacking;
 use crate::codec::{backend, decode_segment, BlockSource, CodecError};
 use crate::format::{
-    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN,
-    TRAILER_LEN,
+    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN, TRAILER_LEN,
 };
 
 /// Why a read failed.
@@ -156,10 +155,7 @@ impl Object {
                 row_group_segment[rg as usize] = i;
             }
         }
-        let key = ObjectKey {
-            sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])),
-            footer_crc: trailer.footer_crc32c,
-        };
+        let key = ObjectKey { sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])), footer_crc: trailer.footer_crc32c };
         Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()), column_dictionaries: Mutex::new(HashMap::new()) })
     }
 
@@ -191,11 +187,7 @@ impl Object {
 
     /// The stored bytes of block `id`, after their CRC-32C matched.
     pub fn verified_block(&self, id: u32) -> Result<VerifiedBlock<'_>, FormatError> {
-        let desc = self
-            .footer
-            .blocks
-            .get(id as usize)
-            .ok_or_else(|| FormatError::Inconsistent(format!("no block {id}")))?;
+        let desc = self.footer.blocks.get(id as usize).ok_or_else(|| FormatError::Inconsistent(format!("no block {id}")))?;
         let bytes = &self.bytes[desc.offset as usize..(desc.offset + desc.stored_len) as usize];
         VerifiedBlock::check(id, desc, bytes)
     }
@@ -302,11 +294,8 @@ impl Object {
     /// inside its payload, so a columnar row group is charged all of them.
     pub fn point_recall_bytes(&self) -> u64 {
         let block = |id: u32| self.footer.blocks.get(id as usize);
-        let column_dictionaries: u64 =
-            self.footer.blocks.iter().filter(|b| b.role == BlockRole::ColumnDictionary).map(|b| b.stored_len).sum();
-        let with_dict = |id: u32| -> u64 {
-            block(id).map_or(0, |b| b.stored_len + b.dict.and_then(block).map_or(0, |d| d.stored_len))
-        };
+        let column_dictionaries: u64 = self.footer.blocks.iter().filter(|b| b.role == BlockRole::ColumnDictionary).map(|b| b.stored_len).sum();
+        let with_dict = |id: u32| -> u64 { block(id).map_or(0, |b| b.stored_len + b.dict.and_then(block).map_or(0, |d| d.stored_len)) };
         let segment_bytes = |kind: &SegmentKind| -> u64 {
             match kind {
                 SegmentKind::Literal(_) => 0,
@@ -381,7 +370,12 @@ impl Reader {
 
     /// A piece from the cache, or made by `load` once however many threads
     /// ask at the same time (then cached); without a cache, just loaded.
-    fn cached_or_loaded(&self, piece: Piece, cost: &mut AccessCost, load: impl FnOnce(&mut AccessCost) -> Result<CacheEntry, ReadError>) -> Result<CacheEntry, ReadError> {
+    fn cached_or_loaded(
+        &self,
+        piece: Piece,
+        cost: &mut AccessCost,
+        load: impl FnOnce(&mut AccessCost) -> Result<CacheEntry, ReadError>,
+    ) -> Result<CacheEntry, ReadError> {
         let Some(cache) = &self.cache else { return load(cost) };
         let (entry, hit) = cache.get_or_load(CacheKey { object: self.object.key, piece }, || load(cost))?;
         if hit {
@@ -605,5 +599,9 @@ const RELEASE_STEP: u64 = 4 << 20;
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as u64 } else { 4096 }
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
 }

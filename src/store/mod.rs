@@ -80,8 +80,7 @@ impl InodeId {
     }
 
     fn parse(hex: &[u8]) -> Option<Self> {
-        (hex.len() == ID_HEX && hex.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| Self(String::from_utf8_lossy(hex).into_owned()))
+        (hex.len() == ID_HEX && hex.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then(|| Self(String::from_utf8_lossy(hex).into_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -282,7 +281,6 @@ impl Store {
         Ok(r)
     }
 }
-
 
 /// Classifies a regular file of a store tree by its first bytes: a stub, an
 /// `.at1` object, or plain bytes.

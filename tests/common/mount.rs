@@ -67,7 +67,8 @@ impl Mounted {
         std::fs::create_dir(&store).unwrap();
         std::fs::create_dir(&mnt).unwrap();
         let log = dir.path().join("daemon.log");
-        let mut m = Mounted { store, mnt, log, child: None, args: extra.iter().map(|s| s.to_string()).collect(), done: Arc::new(AtomicBool::new(false)), _dir: dir };
+        let mut m =
+            Mounted { store, mnt, log, child: None, args: extra.iter().map(|s| s.to_string()).collect(), done: Arc::new(AtomicBool::new(false)), _dir: dir };
         m.start();
         m.watchdog(Duration::from_secs(600));
         Some(m)

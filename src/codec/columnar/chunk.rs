@@ -255,9 +255,7 @@ impl ValueBuilder {
 /// An integer or decimal text in canonical form, as a decimal (integers get
 /// scale 0).
 fn canonical_number(raw: &[u8]) -> Option<Decimal> {
-    value::parse_canonical_int(raw)
-        .map(|m| Decimal { mantissa: m, scale: 0 })
-        .or_else(|| value::parse_canonical_decimal(raw))
+    value::parse_canonical_int(raw).map(|m| Decimal { mantissa: m, scale: 0 }).or_else(|| value::parse_canonical_decimal(raw))
 }
 
 fn round_trips_timestamp(raw: &[u8], t: i64, format: TimestampFormat) -> bool {

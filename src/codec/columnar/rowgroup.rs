@@ -62,10 +62,8 @@ pub fn encode_row_group(
     }
     let columns = (0..n_columns)
         .map(|c| {
-            let fields: Vec<Option<FieldRef<'_>>> = rows
-                .iter()
-                .map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind }))
-                .collect();
+            let fields: Vec<Option<FieldRef<'_>>> =
+                rows.iter().map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind })).collect();
             encode_chunk(&fields, dialect, packing, shared.get(c).and_then(|s| s.as_deref()))
         })
         .collect();

@@ -215,11 +215,8 @@ pub fn sniff(sample: &[u8], at_eof: bool) -> Option<Sniffed> {
     let first_fields: Vec<Vec<u8>> = fields.iter().map(|f| unquote(&sample[f.start..f.end], quote).into_owned()).collect();
     let has_header = first_fields.len() == width && looks_like_header(&first_fields, sample, first.end, delimiter, quote, at_eof);
     let dialect = Dialect { delimiter, quote, terminator, has_header };
-    let (prefix_len, column_names) = if has_header {
-        (first.end, unique_names(&first_fields))
-    } else {
-        (body_start, (0..width).map(|i| format!("c{i}")).collect())
-    };
+    let (prefix_len, column_names) =
+        if has_header { (first.end, unique_names(&first_fields)) } else { (body_start, (0..width).map(|i| format!("c{i}")).collect()) };
     Some(Sniffed { dialect, prefix_len, column_names })
 }
 

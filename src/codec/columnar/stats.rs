@@ -3,7 +3,6 @@
 use crate::format::{ColumnStats, Sum, STRING_BOUND_LIMIT as MAX_STRING_BOUND};
 use crate::value::{self, Scalar, ValueType};
 
-
 pub struct StatsBuilder {
     ty: ValueType,
     values: u64,
@@ -98,9 +97,9 @@ impl StatsBuilder {
                 let current = mantissa.checked_mul(value::pow10_i128(target - scale));
                 current.and_then(|c| c.checked_add(d.mantissa_at(target))).map(|m| Sum::Decimal { mantissa: m, scale: target })
             }
-            (Some(Sum::Decimal { mantissa, scale }), Scalar::Int(x)) => mantissa
-                .checked_add(i128::from(*x).checked_mul(value::pow10_i128(scale)).unwrap_or(i128::MAX))
-                .map(|m| Sum::Decimal { mantissa: m, scale }),
+            (Some(Sum::Decimal { mantissa, scale }), Scalar::Int(x)) => {
+                mantissa.checked_add(i128::from(*x).checked_mul(value::pow10_i128(scale)).unwrap_or(i128::MAX)).map(|m| Sum::Decimal { mantissa: m, scale })
+            }
             _ => None,
         };
     }
