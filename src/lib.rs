@@ -2,6 +2,7 @@
 //!
 //! Layers, bottom up (see docs/ARCHITECTURE.md):
 //! - [`value`]: typed field values and their canonical texts;
+//! - [`access`]: callers' credentials and the one permission check;
 //! - [`format`]: the `.at1` byte layout (docs/FORMAT.md);
 //! - [`codec`]: original bytes to block payloads and back;
 //! - [`gate`]: the one verified write path: encode, decode-check, SHA-256,
@@ -12,6 +13,7 @@
 //! - [`fs`]: the FUSE filesystem over store, gate and reader;
 //! - [`stats`]: counters shown by the mount's `.at1/stats`.
 
+pub mod access;
 pub mod codec;
 pub mod format;
 pub mod fs;

@@ -6,8 +6,9 @@ mod common;
 
 use std::path::Path;
 
+use at1::access::Caller;
 use at1::gate::GateConfig;
-use at1::query::{self, OutputFormat, StoreSource};
+use at1::query::{self, Limits, OutputFormat, StoreSource};
 use common::mount::Mounted;
 use common::*;
 use rusqlite::types::ValueRef;
@@ -16,7 +17,8 @@ use serde_json::Value;
 /// Runs a query through the engine on a store directory; the JSON result.
 fn ours(root: &Path, sql: &str) -> Value {
     let mut out = Vec::new();
-    query::execute(sql, &StoreSource { root: root.to_path_buf() }, None, OutputFormat::Json, &mut out).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    query::execute(sql, &StoreSource::new(root, Caller::root()), None, OutputFormat::Json, &Limits::default(), &mut out)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     serde_json::from_slice(&out).unwrap()
 }
 
@@ -182,7 +184,7 @@ fn limit_without_order_returns_that_many_rows() {
 #[test]
 fn unsupported_and_bad_queries_get_clear_errors() {
     let g = generated();
-    let source = StoreSource { root: g.dir.path().to_path_buf() };
+    let source = StoreSource::new(g.dir.path(), Caller::root());
     for (q, want) in [
         ("SELECT * FROM t.csv a JOIN t.csv b ON a.id = b.id", "JOIN"),
         ("SELECT * FROM t.csv WHERE id IN (SELECT id FROM t.csv)", "subquery"),
@@ -195,7 +197,7 @@ fn unsupported_and_bad_queries_get_clear_errors() {
         ("SELEC * FROM t.csv", "syntax"),
         ("SELECT id, COUNT(*) FROM t.csv", "GROUP BY"),
     ] {
-        let err = query::execute(q, &source, None, OutputFormat::Json, &mut Vec::new()).err().unwrap_or_else(|| panic!("{q} was accepted"));
+        let err = query::execute(q, &source, None, OutputFormat::Json, &Limits::default(), &mut Vec::new()).err().unwrap_or_else(|| panic!("{q} was accepted"));
         assert!(err.to_string().contains(want), "{q}: {err}");
     }
 }
@@ -217,13 +219,21 @@ fn aggregates_come_from_roll_ups_and_predicates_prune() {
 fn csv_format_and_quoted_paths() {
     let g = generated();
     let mut out = Vec::new();
-    let source = StoreSource { root: g.dir.path().to_path_buf() };
-    query::execute("SELECT id, s FROM \"t.csv\" WHERE id = 3 OR id = 11 ORDER BY id FORMAT CSV", &source, None, OutputFormat::Json, &mut out).unwrap();
+    let source = StoreSource::new(g.dir.path(), Caller::root());
+    query::execute(
+        "SELECT id, s FROM \"t.csv\" WHERE id = 3 OR id = 11 ORDER BY id FORMAT CSV",
+        &source,
+        None,
+        OutputFormat::Json,
+        &Limits::default(),
+        &mut out,
+    )
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.starts_with("id,s\n3,"), "{text}");
     assert_eq!(text.lines().count(), 3);
     let mut out = Vec::new();
-    query::execute("SELECT COUNT(*) FROM 't.csv'", &source, None, OutputFormat::Csv, &mut out).unwrap();
+    query::execute("SELECT COUNT(*) FROM 't.csv'", &source, None, OutputFormat::Csv, &Limits::default(), &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "COUNT(*)\n6000\n");
 }
 
@@ -459,6 +469,17 @@ fn at1_sql_command_on_a_store_a_mount_and_a_file() {
         assert_eq!(v["rows"][0], serde_json::json!(["sun", 714]), "{}", root.display());
     }
     // A single CSV or .at1 file; --format csv.
-    let out = sh_ok(&format!("'{}' sql '{}' \"SELECT COUNT(*) FROM x\" --format csv", at1_bin().display(), src.display()));
+    let out = sh_ok(&format!("'{}' sql '{}' \"SELECT COUNT(*) FROM seattle-weather.csv\" --format csv", at1_bin().display(), src.display()));
     assert_eq!(out, "COUNT(*)\n1461\n");
+}
+
+#[test]
+fn at1_sql_on_a_file_refuses_a_from_naming_another_table() {
+    let src = corpus_dir().join("csv/seattle-weather.csv");
+    if !src.exists() {
+        return;
+    }
+    let (code, out, err) = sh(&format!("'{}' sql '{}' \"SELECT COUNT(*) FROM other.csv\"", at1_bin().display(), src.display()));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("other.csv") && err.contains("seattle-weather.csv") && err.lines().count() == 1, "{err}");
 }

@@ -49,6 +49,17 @@ pub struct MountArgs {
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Memory one query may use for its sort keys and groups (e.g. 256MiB);
+    /// a query that needs more is refused with an error saying so.
+    #[arg(long, default_value = "256MiB")]
+    pub query_memory: String,
+    /// Seconds one query may run before it is stopped (0: no limit).
+    #[arg(long, default_value_t = 120)]
+    pub query_timeout: u64,
+    /// Queries running at once (default: the number of cores, at least 2);
+    /// one user holds at most all but one of them.
+    #[arg(long)]
+    pub query_threads: Option<usize>,
     /// Log file of the background daemon (default: STORE/.at1/mount.log).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -140,13 +151,37 @@ fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a mount point that is the store, lies inside it, or holds it:
+/// the daemon would call into its own mount and wait for itself forever.
+fn refuse_overlap(store: &Path, mountpoint: &Path) -> Result<()> {
+    let Ok(store) = std::fs::canonicalize(store) else { return Ok(()) }; // Store::open says why
+    let Ok(point) = std::fs::canonicalize(mountpoint) else { return Ok(()) }; // prepare_mountpoint says why
+    if point == store {
+        bail!("cannot mount store {} on itself: choose a mount point outside the store", store.display());
+    }
+    if point.starts_with(&store) {
+        bail!("mount point {} is inside its store {}: choose one outside the store", point.display(), store.display());
+    }
+    if store.starts_with(&point) {
+        bail!("store {} is inside mount point {}: the mount would hide it; choose a mount point outside the store", store.display(), point.display());
+    }
+    Ok(())
+}
+
 fn mount_config(args: &MountArgs) -> Result<MountConfig> {
     let mut gate = GateConfig::default().with_backend(args.backend.backend());
     if let Some(level) = args.level {
         gate = gate.with_level(level);
     }
     args.layout.apply(&mut gate);
-    Ok(MountConfig { gate, cache_size: parse_size(&args.cache_size)?, read_only: args.read_only })
+    let limits = at1::query::Limits {
+        memory: parse_size(&args.query_memory)?,
+        timeout: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
+        spill_dir: None,
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sql = at1::fs::sql::SqlConfig { limits, workers: args.query_threads.unwrap_or(cores.max(2)).max(1) };
+    Ok(MountConfig { gate, cache_size: parse_size(&args.cache_size)?, read_only: args.read_only, sql })
 }
 
 fn fuser_config(args: &MountArgs, store: &Path) -> fuser::Config {
@@ -156,7 +191,10 @@ fn fuser_config(args: &MountArgs, store: &Path) -> fuser::Config {
         MountOption::FSName(format!("at1fs:{}", store.display())),
         MountOption::Subtype("at1fs".into()),
         MountOption::DefaultPermissions,
-        if args.read_only { MountOption::RO } else { MountOption::RW },
+        // Read-write for the kernel even with --read-only: the daemon
+        // refuses every change itself (EROFS), and `.at1/sql` still takes
+        // queries.
+        MountOption::RW,
     ];
     if args.allow_other {
         cfg.acl = fuser::SessionACL::All;
@@ -172,6 +210,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     }
     let mountpoint = absolute(&args.mountpoint)?;
     let cfg = mount_config(args)?;
+    refuse_overlap(&args.store, &mountpoint)?;
     let store = Store::open(&args.store, args.staging.as_deref())?;
     prepare_mountpoint(&mountpoint)?;
     if args.foreground {

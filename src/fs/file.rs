@@ -65,7 +65,7 @@ pub enum Handle {
     Dir(Vec<DirEntry>),
     /// A control file's bytes, fixed at open.
     Control(Vec<u8>),
-    Sql(super::control::SqlHandle),
+    Sql(Arc<super::sql::SqlHandle>),
     File(OpenFile),
 }
 
@@ -161,9 +161,10 @@ impl At1Fs {
         }
     }
 
-    pub(super) fn open_file(&self, ino: u64, flags: i32, pid: u32) -> FsResult<(u64, FopenFlags)> {
+    pub(super) fn open_file(&self, ino: u64, flags: i32, req: &fuser::Request) -> FsResult<(u64, FopenFlags)> {
         if ino == SQL_FILE {
-            return Ok((self.new_handle(Handle::Sql(self.open_sql(pid))), FopenFlags::FOPEN_DIRECT_IO));
+            let handle = self.sql.open(super::sql::SessionKey::of(req.pid(), req.uid()));
+            return Ok((self.new_handle(Handle::Sql(Arc::new(handle))), FopenFlags::FOPEN_DIRECT_IO));
         }
         if ino == STATS_FILE {
             if flags & libc::O_ACCMODE != libc::O_RDONLY {
@@ -220,7 +221,7 @@ impl At1Fs {
                 return Ok(bytes[start..end].to_vec());
             }
             Handle::Dir(_) => return Err(errno(libc::EISDIR)),
-            Handle::Sql(h) => return self.read_sql(h, offset, size),
+            Handle::Sql(_) => return Err(errno(libc::EBADF)), // answered by the SQL service
             Handle::File(f) => match &f.source {
                 Source::Staged => {
                     let inner = lock(&f.state);
@@ -255,9 +256,6 @@ impl At1Fs {
     }
 
     pub(super) fn write_file(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if let Handle::Sql(h) = &*self.handle(fh)? {
-            return self.write_sql(h, offset, data);
-        }
         let handle = self.writer(fh)?;
         let Handle::File(f) = &*handle else { return Err(errno(libc::EBADF)) };
         let mut inner = lock(&f.state);
@@ -336,7 +334,6 @@ impl At1Fs {
     pub(super) fn flush_file(&self, ino: u64, fh: u64) -> FsResult<()> {
         match &*self.handle(fh)? {
             Handle::File(f) if f.write => self.commit(ino),
-            Handle::Sql(h) => self.run_pending_sql(h),
             _ => Ok(()),
         }
     }

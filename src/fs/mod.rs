@@ -18,6 +18,7 @@ mod file;
 pub mod inode;
 mod names;
 mod readahead;
+pub mod sql;
 mod xattr;
 
 use std::collections::HashMap;
@@ -52,7 +53,10 @@ pub struct MountConfig {
     pub gate: GateConfig,
     /// Bytes of decoded blocks kept in memory.
     pub cache_size: u64,
+    /// Refuse every change (EROFS). Enforced here, not by a read-only
+    /// kernel mount, which would refuse writes to `.at1/sql` too.
     pub read_only: bool,
+    pub sql: sql::SqlConfig,
 }
 
 /// The mounted filesystem.
@@ -69,8 +73,8 @@ pub struct At1Fs {
     read_ahead: readahead::ReadAhead,
     /// Original sizes by object file identity.
     sizes: Mutex<HashMap<attr::ObjectFileKey, u64>>,
-    /// Latest `.at1/sql` result of each session.
-    sessions: control::Sessions,
+    /// `.at1/sql`: the query pool and each session's latest result.
+    sql: Arc<sql::SqlService>,
     /// Set once the session exists, to invalidate kernel caches.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -83,6 +87,7 @@ impl At1Fs {
         let stats = Arc::new(Stats::default());
         // Decoding ahead is only worth it where the result can be kept.
         let read_ahead = readahead::ReadAhead::start(cfg.cache_size > 0, stats.clone());
+        let sql = Arc::new(sql::SqlService::new(store.root().to_path_buf(), store.staging_dir().to_path_buf(), cache.clone(), stats.clone(), &cfg.sql));
         Ok(Self {
             store,
             cfg,
@@ -95,7 +100,7 @@ impl At1Fs {
             started: Instant::now(),
             sizes: Mutex::new(HashMap::new()),
             notifier: Arc::new(std::sync::OnceLock::new()),
-            sessions: control::Sessions::default(),
+            sql,
         })
     }
 
@@ -146,6 +151,15 @@ impl At1Fs {
 
     fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).cloned().ok_or_else(|| error::errno(libc::EBADF))
+    }
+
+    /// The `.at1/sql` handle `fh`, if it is one: its requests are answered
+    /// by the query pool, not through [`finish`].
+    fn sql_handle(&self, fh: u64) -> Option<Arc<sql::SqlHandle>> {
+        match &*self.handle(fh).ok()? {
+            Handle::Sql(h) => Some(h.clone()),
+            _ => None,
+        }
     }
 
     fn take_handle(&self, fh: u64) -> Option<Arc<Handle>> {
@@ -273,16 +287,19 @@ impl Filesystem for At1Fs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        finish("open", self.open_file(ino.0, flags.0, req.pid()), reply, |r, (fh, f)| r.opened(FileHandle(fh), f));
+        finish("open", self.open_file(ino.0, flags.0, req), reply, |r, (fh, f)| r.opened(FileHandle(fh), f));
     }
 
-    fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        if let Some(h) = self.sql_handle(fh.0) {
+            return self.sql.read(sql::Requester::of(req), h, offset, size, reply);
+        }
         finish("read", self.read_file(ino.0, fh.0, offset, size), reply, |r, d| r.data(&d));
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -292,10 +309,16 @@ impl Filesystem for At1Fs {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if let Some(h) = self.sql_handle(fh.0) {
+            return self.sql.write(sql::Requester::of(req), h, offset, data, reply);
+        }
         finish("write", self.write_file(ino.0, fh.0, offset, data), reply, |r, n| r.written(n));
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        if let Some(h) = self.sql_handle(fh.0) {
+            return self.sql.flush(sql::Requester::of(req), h, reply);
+        }
         finish("flush", self.flush_file(ino.0, fh.0), reply, |r, ()| r.ok());
     }
 
@@ -303,7 +326,10 @@ impl Filesystem for At1Fs {
         finish("release", self.release_file(ino.0, fh.0), reply, |r, ()| r.ok());
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        if let Some(h) = self.sql_handle(fh.0) {
+            return self.sql.flush(sql::Requester::of(req), h, reply);
+        }
         finish("fsync", self.fsync_file(ino.0, fh.0), reply, |r, ()| r.ok());
     }
 

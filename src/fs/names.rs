@@ -91,7 +91,7 @@ impl At1Fs {
         let (uid, gid) = self.owner_for(req, &dir)?;
         self.store.create_file(&path, mode, uid, gid)?;
         let attr = self.register(parent, &dir, name)?;
-        let (fh, fopen) = self.open_file(attr.ino.0, flags, req.pid())?;
+        let (fh, fopen) = self.open_file(attr.ino.0, flags, req)?;
         Ok((self.attr(attr.ino.0)?, fh, fopen))
     }
 

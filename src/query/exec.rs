@@ -4,12 +4,15 @@
 //! from the footer roll-ups, and LIMIT stops the scan.
 
 use std::cmp::Ordering;
+use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::{Budget, Limits};
 use super::expr::{AggFunc, ColumnZone, Datum, Verdict};
 use super::output::RowSink;
 use super::plan::{Item, OrderKey, Plan};
+use super::spill::RowSpill;
 use super::QueryError;
 use crate::codec::columnar::ColumnChunk;
 use crate::format::{RowGroupMeta, Table};
@@ -26,12 +29,19 @@ pub struct QueryStats {
     pub elapsed_ms: f64,
 }
 
-/// Runs `plan` and streams its rows into `sink`.
-pub fn run(plan: &Plan, reader: &Reader, sink: &mut dyn RowSink) -> Result<QueryStats, QueryError> {
+/// Rows between two checks of the time limit inside a row group.
+const ROWS_PER_TIME_CHECK: usize = 1024;
+/// A sorted result up to this many rows is put together in memory; a
+/// larger one is spilled to a temp file as its row groups are decoded, then
+/// read back in order.
+const SORTED_ROWS_IN_MEMORY: usize = 16_384;
+
+/// Runs `plan` within `limits` and streams its rows into `sink`.
+pub fn run(plan: &Plan, reader: &Reader, limits: &Limits, sink: &mut dyn RowSink) -> Result<QueryStats, QueryError> {
     let start = Instant::now();
     let object = reader.object();
     let table = object.table().ok_or_else(|| QueryError::NotATable(plan.path.clone()))?;
-    let mut exec = Exec { plan, reader, table, cost: AccessCost::default(), scanned: 0 };
+    let mut exec = Exec { plan, reader, table, cost: AccessCost::default(), scanned: 0, budget: Budget::start(limits), limits };
     if plan.is_aggregate() {
         exec.aggregate(sink)?;
     } else {
@@ -52,6 +62,8 @@ struct Exec<'a> {
     table: &'a Table,
     cost: AccessCost,
     scanned: u64,
+    budget: Budget,
+    limits: &'a Limits,
 }
 
 /// The decoded columns of one row group that the query needs.
@@ -101,7 +113,16 @@ impl<'a> Exec<'a> {
                 let mut cols = Vec::new();
                 filter.columns(&mut cols);
                 self.decode(rg, &cols, d)?;
-                Ok((0..rows).filter(|&r| filter.passes(&|c| d.value(c, r))).collect())
+                let mut passing = Vec::new();
+                for r in 0..rows {
+                    if r % ROWS_PER_TIME_CHECK == 0 {
+                        self.budget.check_time()?;
+                    }
+                    if filter.passes(&|c| d.value(c, r)) {
+                        passing.push(r);
+                    }
+                }
+                Ok(passing)
             }
             _ => Ok((0..rows).collect()),
         }
@@ -137,6 +158,7 @@ impl<'a> Exec<'a> {
     /// the decoded `cols` (None when the zone maps or the filter rule out
     /// every row).
     fn scan_row_group(&mut self, rg: usize, cols: &[usize]) -> Result<Option<(Vec<usize>, Decoded<'a>)>, QueryError> {
+        self.budget.check_time()?;
         let verdict = self.verdict(&self.table.row_groups[rg]);
         if verdict == Verdict::None {
             return Ok(None);
@@ -161,34 +183,88 @@ impl<'a> Exec<'a> {
     fn select_sorted(&mut self, sink: &mut dyn RowSink) -> Result<(), QueryError> {
         let plan = self.plan;
         let key_cols: Vec<usize> = plan.order_by.iter().filter_map(|k| if let Item::Column(c) = plan.items[k.item] { Some(c) } else { None }).collect();
-        let mut sorter = TopK::new(&plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
+        let mut keys = SortKeys::new(&plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
         for rg in 0..self.table.row_groups.len() {
             let Some((rows, d)) = self.scan_row_group(rg, &key_cols)? else { continue };
-            for r in rows {
-                sorter.push(self.row_values(&d, r), (rg, r));
+            for (i, r) in rows.into_iter().enumerate() {
+                if i % ROWS_PER_TIME_CHECK == 0 {
+                    self.budget.check_time()?;
+                }
+                keys.push(key_cols.iter().map(|&c| d.value(c, r)), (rg as u32, r as u32), &mut self.budget)?;
             }
         }
-        let winners = sorter.finish();
+        let winners = keys.finish(&mut self.budget)?;
         let end = plan.limit.map_or(usize::MAX, |l| plan.offset.saturating_add(l) as usize);
-        let shown: Vec<(usize, usize)> = winners.into_iter().take(end).skip(plan.offset as usize).map(|(_, id)| id).collect();
-        // Second pass: decode each winning row group once.
-        let mut by_group: Vec<(usize, usize, usize)> = shown.iter().enumerate().map(|(pos, &(rg, r))| (rg, r, pos)).collect();
+        let shown: Vec<RowId> = winners.into_iter().take(end).skip(plan.offset as usize).collect();
+        if shown.len() <= SORTED_ROWS_IN_MEMORY {
+            self.emit_in_memory(&shown, sink)
+        } else {
+            self.emit_spilled(&shown, sink)
+        }
+    }
+
+    /// The second pass's order: (row group, row, position in the output),
+    /// so that each row group is decoded once.
+    fn by_row_group(&mut self, shown: &[RowId]) -> Result<Vec<(u32, u32, u32)>, QueryError> {
+        self.budget.charge((shown.len() * size_of::<(u32, u32, u32)>()) as u64, "ORDER BY")?;
+        let mut by_group: Vec<(u32, u32, u32)> = shown.iter().enumerate().map(|(pos, &(rg, r))| (rg, r, pos as u32)).collect();
         by_group.sort_unstable();
-        let mut out: Vec<Vec<Datum>> = vec![Vec::new(); shown.len()];
-        let item_cols = plan.columns_of_items();
+        Ok(by_group)
+    }
+
+    /// Decodes the output columns of each row group that holds a shown row
+    /// once, handing `place` each row's values and output position.
+    fn fetch_rows(&mut self, by_group: &[(u32, u32, u32)], mut place: impl FnMut(usize, Vec<Datum>) -> Result<(), QueryError>) -> Result<(), QueryError> {
+        let item_cols = self.plan.columns_of_items();
         let mut i = 0;
         while i < by_group.len() {
-            let rg = by_group[i].0;
+            self.budget.check_time()?;
+            let rg = by_group[i].0 as usize;
             let mut d = Decoded { table: self.table, chunks: vec![None; self.table.columns.len()] };
             self.decode(rg, &item_cols, &mut d)?;
-            while i < by_group.len() && by_group[i].0 == rg {
+            while i < by_group.len() && by_group[i].0 as usize == rg {
                 let (_, r, pos) = by_group[i];
-                out[pos] = self.row_values(&d, r);
+                place(pos as usize, self.row_values(&d, r as usize))?;
                 i += 1;
             }
         }
+        Ok(())
+    }
+
+    fn emit_in_memory(&mut self, shown: &[RowId], sink: &mut dyn RowSink) -> Result<(), QueryError> {
+        let by_group = self.by_row_group(shown)?;
+        let mut out: Vec<Vec<Datum>> = vec![Vec::new(); shown.len()];
+        self.fetch_rows(&by_group, |pos, row| {
+            out[pos] = row;
+            Ok(())
+        })?;
         for row in out {
-            sink.row(&row[..plan.visible])?;
+            sink.row(&row[..self.plan.visible])?;
+        }
+        Ok(())
+    }
+
+    /// A large sorted result: rows are written to a temp file in row-group
+    /// order as they are decoded, then read back in sorted order — memory
+    /// holds an offset per row, not the rows.
+    fn emit_spilled(&mut self, shown: &[RowId], sink: &mut dyn RowSink) -> Result<(), QueryError> {
+        let by_group = self.by_row_group(shown)?;
+        self.budget.charge((shown.len() * size_of::<u64>()) as u64, "ORDER BY")?;
+        let mut offsets = vec![0u64; shown.len()];
+        let mut spill = RowSpill::new(self.limits.spill_dir.as_deref())?;
+        let visible = self.plan.visible;
+        self.fetch_rows(&by_group, |pos, row| {
+            offsets[pos] = spill.write(&row[..visible])?;
+            Ok(())
+        })?;
+        drop(by_group);
+        let mut row = Vec::with_capacity(visible);
+        for (i, &at) in offsets.iter().enumerate() {
+            if i % ROWS_PER_TIME_CHECK == 0 {
+                self.budget.check_time()?;
+            }
+            spill.read(at, &mut row)?;
+            sink.row(&row)?;
         }
         Ok(())
     }
@@ -198,10 +274,11 @@ impl<'a> Exec<'a> {
         let plan = self.plan;
         let mut groups: Groups = Groups::default();
         if plan.group_by.is_empty() {
-            groups.entry(Vec::new(), plan); // one row even over no rows
+            groups.entry(Vec::new(), plan, &mut self.budget)?; // one row even over no rows
         }
         let agg_cols: Vec<usize> = plan.aggregates.iter().filter_map(|(_, c)| *c).collect();
         for rg in 0..self.table.row_groups.len() {
+            self.budget.check_time()?;
             let meta = &self.table.row_groups[rg];
             let verdict = self.verdict(meta);
             if verdict == Verdict::None {
@@ -219,12 +296,15 @@ impl<'a> Exec<'a> {
             self.decode(rg, &plan.group_by, &mut d)?;
             self.decode(rg, &agg_cols, &mut d)?;
             let mut key = Vec::new();
-            for r in rows {
+            for (i, r) in rows.into_iter().enumerate() {
+                if i % ROWS_PER_TIME_CHECK == 0 {
+                    self.budget.check_time()?;
+                }
                 key.clear();
                 for &c in &plan.group_by {
                     d.push_key(c, r, &mut key);
                 }
-                let g = groups.entry_by(&key, || plan.group_by.iter().map(|&c| d.value(c, r)).collect(), plan);
+                let g = groups.entry_by(&key, || plan.group_by.iter().map(|&c| d.value(c, r)).collect(), plan, &mut self.budget)?;
                 for (i, (func, col)) in plan.aggregates.iter().enumerate() {
                     match (func, col) {
                         (AggFunc::CountStar, _) => g.folds[i].count_rows(1),
@@ -258,9 +338,7 @@ impl<'a> Exec<'a> {
             }
             return Ok(());
         }
-        let mut sorter = TopK::new(&plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
-        rows.into_iter().for_each(|r| sorter.push(r, (0, 0)));
-        let sorted: Vec<Vec<Datum>> = sorter.finish().into_iter().map(|(row, _)| row).collect();
+        let sorted = sort_rows(rows, &plan.order_by, plan.limit.map(|l| l.saturating_add(plan.offset)));
         emit(sorted, plan, sink)
     }
 
@@ -356,22 +434,25 @@ struct Groups {
 }
 
 impl Groups {
-    /// The group whose key bytes are `key` (made from `values` if new).
-    fn entry_by(&mut self, key: &[u8], values: impl FnOnce() -> Vec<Datum>, plan: &Plan) -> &mut Group {
+    /// The group whose key bytes are `key` (made from `values` if new,
+    /// and charged to the budget).
+    fn entry_by(&mut self, key: &[u8], values: impl FnOnce() -> Vec<Datum>, plan: &Plan, budget: &mut Budget) -> Result<&mut Group, QueryError> {
         let i = match self.index.get(key) {
             Some(&i) => i,
             None => {
-                self.groups.push(Group::new(values(), plan));
+                let group = Group::new(values(), plan);
+                budget.charge(group_bytes(&group, key.len()), "GROUP BY")?;
+                self.groups.push(group);
                 self.index.insert(key.to_vec(), self.groups.len() - 1);
                 self.groups.len() - 1
             }
         };
-        &mut self.groups[i]
+        Ok(&mut self.groups[i])
     }
 
-    fn entry(&mut self, key: Vec<Datum>, plan: &Plan) -> &mut Group {
+    fn entry(&mut self, key: Vec<Datum>, plan: &Plan, budget: &mut Budget) -> Result<&mut Group, QueryError> {
         let bytes = group_key(&key);
-        self.entry_by(&bytes, || key, plan)
+        self.entry_by(&bytes, || key, plan, budget)
     }
 
     /// Replaces (or adds) the group with `g`'s key.
@@ -439,44 +520,124 @@ fn push_number(out: &mut Vec<u8>, mut d: Decimal) {
     out.push(d.scale);
 }
 
-/// Orders rows by the ORDER BY keys; with a limit, keeps only the best
-/// `limit + offset` (so memory follows the limit, not the table).
-struct TopK<'a> {
-    keys: &'a [OrderKey],
-    keep: Option<usize>,
-    /// (row values, where the row is: row group and row).
-    rows: Vec<(Vec<Datum>, (usize, usize))>,
+/// What a group costs: its key twice (the index's bytes and the values),
+/// its aggregate states, and the containers' per-entry overhead.
+fn group_bytes(g: &Group, key_bytes: usize) -> u64 {
+    let values: usize = g.key.iter().map(datum_bytes).sum();
+    (size_of::<Group>() + values + key_bytes + 2 * size_of::<Vec<u8>>() + size_of::<usize>() + g.folds.len() * size_of::<AggState>()) as u64
 }
 
-impl<'a> TopK<'a> {
-    fn new(keys: &'a [OrderKey], keep: Option<u64>) -> Self {
-        Self { keys, keep: keep.map(|k| k as usize), rows: Vec::new() }
+/// A value's size, its heap included.
+fn datum_bytes(d: &Datum) -> usize {
+    size_of::<Datum>() + if let Some(Scalar::Str(s)) = d { s.capacity() } else { 0 }
+}
+
+/// Where a candidate row is: (row group, row).
+type RowId = (u32, u32);
+
+/// The sort keys of candidate rows, flat (`width` values a row) with their
+/// ids beside them; with a limit, only the best `keep` rows are kept, so
+/// memory follows the limit, not the table. Charged to the budget as it
+/// grows.
+struct SortKeys {
+    /// ORDER BY keys, each naming its place in a row's key values.
+    order: Vec<OrderKey>,
+    width: usize,
+    keys: Vec<Datum>,
+    ids: Vec<RowId>,
+    keep: Option<usize>,
+    /// Heap bytes of the string keys held.
+    heap: u64,
+    charged: u64,
+}
+
+impl SortKeys {
+    fn new(order: &[OrderKey], keep: Option<u64>) -> Self {
+        let order = order.iter().enumerate().map(|(i, k)| OrderKey { item: i, ..k.clone() }).collect();
+        Self { order, width: 0, keys: Vec::new(), ids: Vec::new(), keep: keep.map(|k| k as usize), heap: 0, charged: 0 }
     }
 
-    fn push(&mut self, row: Vec<Datum>, id: (usize, usize)) {
-        self.rows.push((row, id));
+    fn push(&mut self, key: impl Iterator<Item = Datum>, id: RowId, budget: &mut Budget) -> Result<(), QueryError> {
+        let before = self.keys.len();
+        self.keys.extend(key);
+        self.width = self.keys.len() - before;
+        self.heap += self.keys[before..].iter().map(|d| (datum_bytes(d) - size_of::<Datum>()) as u64).sum::<u64>();
+        self.ids.push(id);
         if let Some(k) = self.keep {
-            if self.rows.len() >= 2 * k.max(512) {
+            if self.ids.len() >= 2 * k.max(512) {
                 self.compact(k);
             }
         }
+        self.recharge(budget)
     }
 
-    fn compact(&mut self, k: usize) {
-        let keys = self.keys;
-        self.rows.sort_by(|a, b| order_rows(keys, &a.0, &b.0));
-        self.rows.truncate(k);
-    }
-
-    fn finish(mut self) -> Vec<(Vec<Datum>, (usize, usize))> {
-        let keys = self.keys;
-        // A stable sort: ties keep their file order.
-        self.rows.sort_by(|a, b| order_rows(keys, &a.0, &b.0));
-        if let Some(k) = self.keep {
-            self.rows.truncate(k);
+    /// Charges (or gives back) the change in what the buffers hold.
+    fn recharge(&mut self, budget: &mut Budget) -> Result<(), QueryError> {
+        let now = (self.keys.capacity() * size_of::<Datum>() + self.ids.capacity() * size_of::<RowId>()) as u64 + self.heap;
+        if now >= self.charged {
+            let more = now - self.charged;
+            self.charged = now;
+            budget.charge(more, "ORDER BY")
+        } else {
+            budget.release(self.charged - now);
+            self.charged = now;
+            Ok(())
         }
-        self.rows
     }
+
+    fn key(&self, i: u32) -> &[Datum] {
+        let start = i as usize * self.width;
+        &self.keys[start..start + self.width]
+    }
+
+    /// Row positions in sorted order. A stable sort: ties keep the order
+    /// they came in (file order).
+    fn sorted(&self) -> Vec<u32> {
+        let mut perm: Vec<u32> = (0..self.ids.len() as u32).collect();
+        perm.sort_by(|&a, &b| order_rows(&self.order, self.key(a), self.key(b)));
+        perm
+    }
+
+    /// Keeps the best `k` rows, in sorted order (which keeps ties in file
+    /// order for later sorts).
+    fn compact(&mut self, k: usize) {
+        let mut perm = self.sorted();
+        perm.truncate(k);
+        let mut keys = Vec::with_capacity(perm.len() * self.width);
+        let mut heap = 0;
+        for &i in &perm {
+            for d in self.key(i) {
+                heap += (datum_bytes(d) - size_of::<Datum>()) as u64;
+                keys.push(d.clone());
+            }
+        }
+        self.ids = perm.iter().map(|&i| self.ids[i as usize]).collect();
+        self.keys = keys;
+        self.heap = heap;
+    }
+
+    fn finish(mut self, budget: &mut Budget) -> Result<Vec<RowId>, QueryError> {
+        budget.charge((self.ids.len() * size_of::<u32>()) as u64, "ORDER BY")?;
+        let mut perm = self.sorted();
+        if let Some(k) = self.keep {
+            perm.truncate(k);
+        }
+        let ids = perm.into_iter().map(|i| self.ids[i as usize]).collect();
+        self.keys = Vec::new();
+        self.heap = 0;
+        self.recharge(budget)?;
+        Ok(ids)
+    }
+}
+
+/// Whole rows (of groups) in ORDER BY order, the best `keep` of them.
+fn sort_rows(mut rows: Vec<Vec<Datum>>, keys: &[OrderKey], keep: Option<u64>) -> Vec<Vec<Datum>> {
+    // A stable sort: ties keep their first-seen order.
+    rows.sort_by(|a, b| order_rows(keys, a, b));
+    if let Some(k) = keep {
+        rows.truncate(k as usize);
+    }
+    rows
 }
 
 fn order_rows(keys: &[OrderKey], a: &[Datum], b: &[Datum]) -> Ordering {

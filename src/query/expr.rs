@@ -72,13 +72,32 @@ pub enum Expr {
     Column(usize),
     Literal(Datum),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Conjunction of its terms (a chain `a AND b AND c` is one node, so
+    /// a long chain is no deeper than a short one).
+    And(Vec<Expr>),
+    /// Disjunction of its terms.
+    Or(Vec<Expr>),
     Not(Box<Expr>),
-    IsNull { expr: Box<Expr>, negated: bool },
-    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
-    InList { expr: Box<Expr>, list: Vec<Expr>, negated: bool },
-    Like { expr: Box<Expr>, pattern: Vec<u8>, negated: bool },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Vec<u8>,
+        negated: bool,
+    },
 }
 
 /// SQL three-valued truth.
@@ -103,16 +122,30 @@ impl Expr {
             Expr::Column(i) => col(*i),
             Expr::Literal(d) => d.clone(),
             Expr::Cmp(op, a, b) => from_truth(compare(&a.eval(col), &b.eval(col)).map(|o| op.holds(o))),
-            Expr::And(a, b) => from_truth(match (truth(&a.eval(col)), truth(&b.eval(col))) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            }),
-            Expr::Or(a, b) => from_truth(match (truth(&a.eval(col)), truth(&b.eval(col))) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            }),
+            Expr::And(terms) => {
+                // FALSE wins over NULL, NULL over TRUE.
+                let mut out = Some(true);
+                for t in terms {
+                    match truth(&t.eval(col)) {
+                        Some(false) => return from_truth(Some(false)),
+                        None => out = None,
+                        Some(true) => {}
+                    }
+                }
+                from_truth(out)
+            }
+            Expr::Or(terms) => {
+                // TRUE wins over NULL, NULL over FALSE.
+                let mut out = Some(false);
+                for t in terms {
+                    match truth(&t.eval(col)) {
+                        Some(true) => return from_truth(Some(true)),
+                        None => out = None,
+                        Some(false) => {}
+                    }
+                }
+                from_truth(out)
+            }
             Expr::Not(a) => from_truth(truth(&a.eval(col)).map(|t| !t)),
             Expr::IsNull { expr, negated } => Some(Scalar::Bool(expr.eval(col).is_none() != *negated)),
             Expr::Between { expr, low, high, negated } => {
@@ -162,10 +195,11 @@ impl Expr {
         match self {
             Expr::Column(i) => out.push(*i),
             Expr::Literal(_) => {}
-            Expr::Cmp(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+            Expr::Cmp(_, a, b) => {
                 a.columns(out);
                 b.columns(out);
             }
+            Expr::And(terms) | Expr::Or(terms) => terms.iter().for_each(|t| t.columns(out)),
             Expr::Not(a) | Expr::IsNull { expr: a, .. } | Expr::Like { expr: a, .. } => a.columns(out),
             Expr::Between { expr, low, high, .. } => {
                 expr.columns(out);
@@ -237,16 +271,28 @@ impl Expr {
     /// (`zone(i)` for column `i`). Conservative: `Some` when unsure.
     pub fn judge<'z>(&self, zone: &dyn Fn(usize) -> ColumnZone<'z>) -> Verdict {
         match self {
-            Expr::And(a, b) => match (a.judge(zone), b.judge(zone)) {
-                (Verdict::None, _) | (_, Verdict::None) => Verdict::None,
-                (Verdict::All, Verdict::All) => Verdict::All,
-                _ => Verdict::Some,
-            },
-            Expr::Or(a, b) => match (a.judge(zone), b.judge(zone)) {
-                (Verdict::All, _) | (_, Verdict::All) => Verdict::All,
-                (Verdict::None, Verdict::None) => Verdict::None,
-                _ => Verdict::Some,
-            },
+            Expr::And(terms) => {
+                let mut out = Verdict::All;
+                for t in terms {
+                    match t.judge(zone) {
+                        Verdict::None => return Verdict::None,
+                        Verdict::Some => out = Verdict::Some,
+                        Verdict::All => {}
+                    }
+                }
+                out
+            }
+            Expr::Or(terms) => {
+                let mut out = Verdict::None;
+                for t in terms {
+                    match t.judge(zone) {
+                        Verdict::All => return Verdict::All,
+                        Verdict::Some => out = Verdict::Some,
+                        Verdict::None => {}
+                    }
+                }
+                out
+            }
             Expr::Cmp(op, a, b) => match (&**a, &**b) {
                 (Expr::Column(c), Expr::Literal(Some(v))) => judge_cmp(&zone(*c), *op, v),
                 (Expr::Literal(Some(v)), Expr::Column(c)) => judge_cmp(&zone(*c), op.flipped(), v),
@@ -374,8 +420,8 @@ mod tests {
         let t = Expr::Literal(Some(Scalar::Bool(true)));
         let f = Expr::Literal(Some(Scalar::Bool(false)));
         let none = |_: usize| None;
-        assert_eq!(Expr::And(Box::new(null.clone()), Box::new(f.clone())).eval(&none), Some(Scalar::Bool(false)));
-        assert_eq!(Expr::Or(Box::new(null.clone()), Box::new(t)).eval(&none), Some(Scalar::Bool(true)));
+        assert_eq!(Expr::And(vec![null.clone(), f.clone()]).eval(&none), Some(Scalar::Bool(false)));
+        assert_eq!(Expr::Or(vec![null.clone(), t]).eval(&none), Some(Scalar::Bool(true)));
         assert_eq!(Expr::Not(Box::new(null.clone())).eval(&none), None);
         let cmp = Expr::Cmp(CmpOp::Eq, Box::new(null), Box::new(Expr::Literal(Some(Scalar::Int(1)))));
         assert!(!cmp.passes(&none));

@@ -14,10 +14,13 @@
 //! MAX, AVG; GROUP BY columns; ORDER BY (NULLs last unless asked); LIMIT and
 //! OFFSET. Anything else is refused with an error naming the construct.
 
+pub mod budget;
 pub mod exec;
 pub mod expr;
 pub mod output;
 pub mod plan;
+pub mod pool;
+mod spill;
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -25,13 +28,18 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+pub use budget::Limits;
 pub use exec::QueryStats;
 pub use plan::OutputFormat;
 
+use crate::access::Caller;
 use crate::gate::{self, GateConfig};
 use crate::reader::{BlockCache, Object, ReadError, Reader};
-use crate::store::{self, Resolved};
+use crate::store::{self, ResolveError, Resolved};
 use output::{CsvWriter, JsonWriter, ResultWriter};
+
+/// The longest query text taken, in bytes.
+pub const MAX_QUERY_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum QueryError {
@@ -45,17 +53,40 @@ pub enum QueryError {
     Path(String),
     #[error("{0}: {1}")]
     NotFound(String, String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("{0} is not a table: it was not stored as CSV/TSV")]
     NotATable(String),
     #[error("reading {0}: {1}")]
     Read(String, String),
     #[error("writing the result: {0}")]
     Io(String),
+    #[error("the query text is {0} bytes; the limit is {MAX_QUERY_BYTES} bytes (1 MiB)")]
+    TooLong(usize),
+    #[error("the query ran longer than its time limit of {0:?} and was stopped (raise --query-timeout)")]
+    Timeout(std::time::Duration),
+    #[error("{0} needs more than the query memory limit of {1} MiB (narrow it with WHERE or LIMIT, or raise --query-memory)")]
+    Memory(&'static str, u64),
+    #[error("too many queries are waiting; try again shortly")]
+    Busy,
 }
 
 impl QueryError {
     fn read(path: &str, e: ReadError) -> Self {
         QueryError::Read(path.to_string(), e.to_string())
+    }
+
+    /// The errno a refused `.at1/sql` write fails with (errors met while
+    /// a query runs come after its write and show only in its result).
+    pub fn errno(&self) -> i32 {
+        match self {
+            QueryError::PermissionDenied(_) => libc::EACCES,
+            QueryError::TooLong(_) => libc::EFBIG,
+            QueryError::Timeout(_) => libc::ETIMEDOUT,
+            QueryError::Memory(..) => libc::ENOMEM,
+            QueryError::Busy => libc::EBUSY,
+            _ => libc::EINVAL,
+        }
     }
 }
 
@@ -79,26 +110,38 @@ pub fn checked_path(path: &str) -> Result<PathBuf, QueryError> {
     Ok(p.to_path_buf())
 }
 
-/// A store directory (mounted or not): paths are the mount's logical paths.
+/// A store directory: paths are the mount's logical paths, resolved inside
+/// the store for `caller`, who must be allowed to open the file
+/// (`store::resolve_as`).
 pub struct StoreSource {
     pub root: PathBuf,
+    pub caller: Caller,
+    /// Where a plain (never committed) CSV is encoded for a query.
+    pub scratch: Option<PathBuf>,
+}
+
+impl StoreSource {
+    /// The store at `root`, read for `caller`, scratch files in the
+    /// system's temp directory.
+    pub fn new(root: impl Into<PathBuf>, caller: Caller) -> StoreSource {
+        StoreSource { root: root.into(), caller, scratch: None }
+    }
 }
 
 impl Source for StoreSource {
     fn open(&self, path: &str) -> Result<Arc<Object>, QueryError> {
-        let rel = checked_path(path)?;
-        match store::resolve(&self.root, &rel) {
-            Ok(Resolved::Object(p)) => Object::open(&p).map(Arc::new).map_err(|e| QueryError::read(path, e)),
-            Ok(Resolved::Plain(p)) => encode_plain(&p, path),
+        checked_path(path)?;
+        match store::resolve_as(&self.root, path, &self.caller) {
+            Ok(Resolved::Object(f)) => Object::open_file(f).map(Arc::new).map_err(|e| QueryError::read(path, e)),
+            Ok(Resolved::Plain(f)) => encode_plain(f, path, self.scratch.as_deref()),
             Ok(Resolved::Empty) => Err(QueryError::NotATable(path.to_string())),
-            Ok(Resolved::NotAFile) => Err(QueryError::NotFound(path.to_string(), "not a regular file".into())),
+            Err(ResolveError::PermissionDenied) => Err(QueryError::PermissionDenied(path.to_string())),
             Err(e) => Err(QueryError::NotFound(path.to_string(), e.to_string())),
         }
     }
 }
 
-/// One file: an `.at1` object or a CSV. The FROM path is not checked
-/// against its name.
+/// One file: an `.at1` object or a CSV, opened by the process itself.
 pub struct FileSource {
     pub path: PathBuf,
 }
@@ -106,57 +149,84 @@ pub struct FileSource {
 impl Source for FileSource {
     fn open(&self, _path: &str) -> Result<Arc<Object>, QueryError> {
         let name = self.path.display().to_string();
-        match store::classify(&self.path) {
-            Ok(store::RegularKind::Bare) => Object::open(&self.path).map(Arc::new).map_err(|e| QueryError::read(&name, e)),
-            Ok(_) => encode_plain(&self.path, &name),
-            Err(e) => Err(QueryError::NotFound(name, e.to_string())),
+        let not_found = |e: std::io::Error| QueryError::NotFound(name.clone(), e.to_string());
+        let mut file = std::fs::File::open(&self.path).map_err(not_found)?;
+        match store::classify_file(&mut file).map_err(not_found)? {
+            store::RegularKind::Bare => Object::open_file(file).map(Arc::new).map_err(|e| QueryError::read(&name, e)),
+            _ => encode_plain(file, &name, None),
         }
     }
 }
 
 /// A raw CSV is encoded (through the gate, columnar) into an unnamed object
-/// for the query; it is mapped, then its temp file is removed.
-fn encode_plain(path: &Path, name: &str) -> Result<Arc<Object>, QueryError> {
-    let input = std::fs::File::open(path).map_err(|e| QueryError::NotFound(name.to_string(), e.to_string()))?;
-    let dir = tempfile::tempdir().map_err(|e| QueryError::Io(e.to_string()))?;
+/// for the query, in `scratch` (or the system's temp directory); it is
+/// mapped, then its temp file is removed.
+fn encode_plain(mut input: std::fs::File, name: &str, scratch: Option<&Path>) -> Result<Arc<Object>, QueryError> {
+    use std::io::Seek;
+    input.rewind().map_err(|e| QueryError::Read(name.to_string(), e.to_string()))?;
+    let dir = match scratch {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| QueryError::Io(e.to_string()))?;
     let temp = dir.path().join("q.at1");
     let cfg = GateConfig { keep_queryable: true, ..GateConfig::default() }.with_level(3);
     gate::compress_to_path(input, &temp, &cfg, &|_| {}).map_err(|e| QueryError::Read(name.to_string(), e.to_string()))?;
     Object::open(&temp).map(Arc::new).map_err(|e| QueryError::read(name, e))
 }
 
-/// Parses, plans and runs `sql`, writing the result to `out` in the query's
-/// format (or `default_format`).
+/// A query checked and planned against its table, ready to run: whatever
+/// is wrong with the text, the path or the caller's rights has been found
+/// by now.
+pub struct Prepared {
+    plan: plan::Plan,
+    reader: Reader,
+}
+
+/// Parses `sql`, opens its table through `source` and plans it; the
+/// result is written in the query's format (or `default_format`).
+pub fn prepare(sql: &str, source: &dyn Source, cache: Option<Arc<BlockCache>>, default_format: OutputFormat) -> Result<Prepared, QueryError> {
+    if sql.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::TooLong(sql.len()));
+    }
+    let parsed = plan::parse(sql)?;
+    let explicit_format = parsed.format.is_some();
+    let object = source.open(&parsed.path)?;
+    let table = object.table().ok_or_else(|| QueryError::NotATable(parsed.path.clone()))?;
+    let mut plan = plan::plan(parsed, table)?;
+    if !explicit_format {
+        plan.format = default_format;
+    }
+    Ok(Prepared { plan, reader: Reader::new(object.clone(), cache) })
+}
+
+impl Prepared {
+    /// Runs the query within `limits`, writing its result to `out`.
+    pub fn run(&self, limits: &Limits, out: &mut dyn Write) -> Result<QueryStats, QueryError> {
+        let plan = &self.plan;
+        let mut writer: Box<dyn ResultWriter + '_> = match plan.format {
+            OutputFormat::Json => Box::new(JsonWriter::new(out)),
+            OutputFormat::Csv => Box::new(CsvWriter::new(out)),
+        };
+        writer.begin(&plan.names[..plan.visible])?;
+        let stats = exec::run(plan, &self.reader, limits, &mut *writer).map_err(|e| match e {
+            QueryError::Read(p, m) if p.is_empty() => QueryError::Read(plan.path.clone(), m),
+            other => other,
+        })?;
+        writer.finish(&stats)?;
+        Ok(stats)
+    }
+}
+
+/// Parses, plans and runs `sql` within `limits`, writing the result to
+/// `out` in the query's format (or `default_format`).
 pub fn execute(
     sql: &str,
     source: &dyn Source,
     cache: Option<Arc<BlockCache>>,
     default_format: OutputFormat,
+    limits: &Limits,
     out: &mut dyn Write,
 ) -> Result<QueryStats, QueryError> {
-    let parsed = plan::parse(sql)?;
-    let object = source.open(&parsed.path)?;
-    let path = parsed.path.clone();
-    let table = object.table().ok_or_else(|| QueryError::NotATable(path.clone()))?;
-    let mut plan = plan::plan(parsed, table)?;
-    if plan_format_is_default(sql) {
-        plan.format = default_format;
-    }
-    let reader = Reader::new(object.clone(), cache);
-    let mut writer: Box<dyn ResultWriter + '_> = match plan.format {
-        OutputFormat::Json => Box::new(JsonWriter::new(out)),
-        OutputFormat::Csv => Box::new(CsvWriter::new(out)),
-    };
-    writer.begin(&plan.names[..plan.visible])?;
-    let stats = exec::run(&plan, &reader, &mut *writer).map_err(|e| match e {
-        QueryError::Read(p, m) if p.is_empty() => QueryError::Read(path.clone(), m),
-        other => other,
-    })?;
-    writer.finish(&stats)?;
-    Ok(stats)
-}
-
-/// True when the query text has no FORMAT clause of its own.
-fn plan_format_is_default(sql: &str) -> bool {
-    plan::parse(sql).map(|p| p.format.is_none()).unwrap_or(true)
+    prepare(sql, source, cache, default_format)?.run(limits, out)
 }

@@ -380,6 +380,25 @@ fn find_column(table: &Table, name: &str, exact: bool) -> Option<usize> {
         .or_else(|| if exact { None } else { table.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name)) })
 }
 
+/// The terms of a chain of `op` (`a OR b OR c`, parsed as `(a OR b) OR c`,
+/// parentheses looked through), in order. Iterative: a chain of thousands
+/// of terms costs no stack.
+fn chain<'e>(e: &'e sql::Expr, op: &BinaryOperator) -> Vec<&'e sql::Expr> {
+    let mut terms = Vec::new();
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match x {
+            sql::Expr::BinaryOp { left, op: o, right } if o == op => {
+                stack.push(right);
+                stack.push(left);
+            }
+            sql::Expr::Nested(inner) if matches!(&**inner, sql::Expr::BinaryOp { op: o, .. } if o == op) => stack.push(inner),
+            other => terms.push(other),
+        }
+    }
+    terms
+}
+
 struct Builder<'a> {
     table: &'a Table,
     aggregates: Vec<(AggFunc, Option<usize>)>,
@@ -498,23 +517,27 @@ impl Builder<'_> {
     fn predicate(&mut self, e: &sql::Expr) -> Result<Expr, QueryError> {
         Ok(match e {
             sql::Expr::Nested(inner) => self.predicate(inner)?,
-            sql::Expr::BinaryOp { left, op, right } => match op {
-                BinaryOperator::And => Expr::And(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)),
-                BinaryOperator::Or => Expr::Or(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)),
-                _ => {
-                    let op = match op {
-                        BinaryOperator::Eq => CmpOp::Eq,
-                        BinaryOperator::NotEq => CmpOp::NotEq,
-                        BinaryOperator::Lt => CmpOp::Lt,
-                        BinaryOperator::LtEq => CmpOp::LtEq,
-                        BinaryOperator::Gt => CmpOp::Gt,
-                        BinaryOperator::GtEq => CmpOp::GtEq,
-                        other => return Err(unsupported(format!("the operator {other}"))),
-                    };
-                    let (l, r) = self.operands(left, right)?;
-                    Expr::Cmp(op, Box::new(l), Box::new(r))
+            sql::Expr::BinaryOp { op: op @ (BinaryOperator::And | BinaryOperator::Or), .. } => {
+                let terms = chain(e, op).into_iter().map(|t| self.predicate(t)).collect::<Result<Vec<_>, _>>()?;
+                if *op == BinaryOperator::And {
+                    Expr::And(terms)
+                } else {
+                    Expr::Or(terms)
                 }
-            },
+            }
+            sql::Expr::BinaryOp { left, op, right } => {
+                let op = match op {
+                    BinaryOperator::Eq => CmpOp::Eq,
+                    BinaryOperator::NotEq => CmpOp::NotEq,
+                    BinaryOperator::Lt => CmpOp::Lt,
+                    BinaryOperator::LtEq => CmpOp::LtEq,
+                    BinaryOperator::Gt => CmpOp::Gt,
+                    BinaryOperator::GtEq => CmpOp::GtEq,
+                    other => return Err(unsupported(format!("the operator {other}"))),
+                };
+                let (l, r) = self.operands(left, right)?;
+                Expr::Cmp(op, Box::new(l), Box::new(r))
+            }
             sql::Expr::UnaryOp { op: UnaryOperator::Not, expr } => Expr::Not(Box::new(self.predicate(expr)?)),
             sql::Expr::IsNull(inner) => Expr::IsNull { expr: Box::new(self.operand(inner, None)?), negated: false },
             sql::Expr::IsNotNull(inner) => Expr::IsNull { expr: Box::new(self.operand(inner, None)?), negated: true },

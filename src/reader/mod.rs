@@ -124,7 +124,12 @@ impl Object {
     /// Objects are immutable once committed (the gate replaces them by
     /// rename, never in place), which is what makes mapping them safe.
     pub fn open(path: &Path) -> Result<Object, ReadError> {
-        let file = File::open(path)?;
+        Self::open_file(File::open(path)?)
+    }
+
+    /// [`Object::open`] for a file already open (found by a caller's
+    /// lookup, so never opened again by path).
+    pub fn open_file(file: File) -> Result<Object, ReadError> {
         let len = file.metadata()?.len();
         if len == 0 {
             return Err(FormatError::NotAt1.into());

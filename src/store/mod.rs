@@ -42,6 +42,9 @@ use thiserror::Error;
 
 use crate::format::MAGIC;
 
+mod lookup;
+pub use lookup::{resolve_as, ResolveError, Resolved};
+
 /// Name of the work directory at the store root (and of the virtual control
 /// directory at the mount root).
 pub const WORK_DIR: &str = ".at1";
@@ -156,6 +159,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where staging files go (and the mount's other scratch files).
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -285,7 +293,11 @@ impl Store {
 /// Classifies a regular file of a store tree by its first bytes: a stub, an
 /// `.at1` object, or plain bytes.
 pub fn classify(path: &Path) -> io::Result<RegularKind> {
-    let mut f = File::open(path)?;
+    classify_file(&mut File::open(path)?)
+}
+
+/// [`classify`] for an open file (read from its current position).
+pub fn classify_file(f: &mut File) -> io::Result<RegularKind> {
     let mut head = [0u8; STUB_LEN + 1];
     let mut n = 0;
     while n < head.len() {
@@ -330,53 +342,6 @@ fn remove_if_exists(p: &Path) -> io::Result<()> {
 /// Where the object of inode `id` lives in the store rooted at `root`.
 pub fn object_path_in(root: &Path, id: &InodeId) -> PathBuf {
     root.join(WORK_DIR).join("objects").join(format!("{}{OBJECT_SUFFIX}", id.0))
-}
-
-/// What a logical path of a store names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
-    /// A regular file whose content is this `.at1` object.
-    Object(PathBuf),
-    /// A managed regular file never written: empty.
-    Empty,
-    /// A regular file of raw bytes (not an object).
-    Plain(PathBuf),
-    /// A directory, symlink or special file.
-    NotAFile,
-}
-
-/// Resolves `logical` (relative, `/`-separated, no `..`) below the store
-/// root `root`, with the mount's name mapping, without a mount.
-pub fn resolve(root: &Path, logical: &Path) -> io::Result<Resolved> {
-    let mut dir = root.to_path_buf();
-    let mut comps = logical.components().peekable();
-    while let Some(c) = comps.next() {
-        let std::path::Component::Normal(name) = c else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "path must be relative, without .."));
-        };
-        if dir == root && name == WORK_DIR {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
-        dir = dir.join(tree_name(&dir, name));
-        if comps.peek().is_some() && !fs::metadata(&dir)?.is_dir() {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-        }
-    }
-    if !fs::symlink_metadata(&dir)?.is_file() {
-        return Ok(Resolved::NotAFile);
-    }
-    Ok(match classify(&dir)? {
-        RegularKind::Managed(id) => {
-            let object = object_path_in(root, &id);
-            if object.exists() {
-                Resolved::Object(object)
-            } else {
-                Resolved::Empty
-            }
-        }
-        RegularKind::Bare => Resolved::Object(dir),
-        RegularKind::Plain => Resolved::Plain(dir),
-    })
 }
 
 /// The tree name a logical name maps to in directory `dir`: the name
