@@ -393,3 +393,32 @@ fn at1_sql_on_a_mount_point_runs_as_its_caller() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("permission denied: secret.csv"), "{err}");
 }
+
+#[test]
+fn sql_result_of_an_ended_session_is_not_served_to_a_new_session_with_its_id() {
+    let Some(m) = shared_mount(&[]) else { return };
+    small_csv(&m.path("t.csv"), 5);
+    let sql = m.path(".at1/sql");
+    // A session that runs a query and ends; its leader's pid is its id.
+    let out = sh_ok(&format!("setsid bash -c \"echo 'SELECT name FROM t.csv' > '{}'; echo \\$\\$\"", sql.display()));
+    let sid: u32 = out.trim().parse().unwrap();
+    // Make the next process get that pid (as a user forking until the pid
+    // comes back would), then start a new session in it.
+    for _ in 0..50 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (sid - 1).to_string()).is_err() {
+            eprintln!("SKIPPED: cannot choose the next pid here");
+            return;
+        }
+        let cmd = format!("echo $$; cat '{}'", sql.display());
+        let child = spawn(std::process::Command::new("setsid").args(["bash", "-c", &cmd]).stdout(std::process::Stdio::piped())).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let (pid, rest) = out.split_once('\n').unwrap();
+        if pid.trim().parse::<u32>().unwrap() != sid {
+            continue; // another process took the pid first: try again
+        }
+        assert!(!rest.contains("name"), "a new session with the old id read its result: {rest}");
+        assert!(rest.contains("no query was written"), "{rest}");
+        return;
+    }
+    panic!("could not get pid {sid} back in 50 tries");
+}
