@@ -566,4 +566,7 @@ fn refuse_readonly() {
     assert_eq!(errno_of(std::fs::write(ro.path("f"), b"y")), libc::EROFS);
     assert_eq!(errno_of(std::fs::create_dir(ro.path("d"))), libc::EROFS);
     assert_eq!(errno_of(std::fs::remove_file(ro.path("f"))), libc::EROFS);
+    use std::os::unix::fs::OpenOptionsExt;
+    assert_eq!(errno_of(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_TRUNC).open(ro.path("f"))), libc::EROFS);
+    assert_eq!(std::fs::read(ro.path("f")).unwrap(), b"x");
 }

@@ -176,7 +176,7 @@ impl At1Fs {
         let (_, state) = self.regular(ino)?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0 && write;
-        if write {
+        if write || flags & libc::O_TRUNC != 0 {
             self.check_writable()?;
         }
         // What the file holds is read under its lock: a commit in progress
