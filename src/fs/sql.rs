@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use fuser::{Errno, ReplyData, ReplyEmpty, ReplyWrite};
 
 use crate::access::Caller;
-use crate::query::pool::{QueryPool, QUERY_STACK};
+use crate::query::pool::{release_freed_memory, QueryPool, QUERY_STACK};
 use crate::query::{self, Limits, OutputFormat, QueryError, StoreSource};
 use crate::reader::BlockCache;
 use crate::stats::Stats;
@@ -392,6 +392,9 @@ impl SqlService {
             let run = || admitted.and_then(|()| service.run(&query));
             // Whatever happens, the slot is finished: readers wait for it.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| Err(unexpected()));
+            // The query's memory goes back before its result is shown.
+            drop(query);
+            release_freed_memory();
             slot.finish(result.unwrap_or_else(|e| {
                 log::info!("query stopped: {e}");
                 ResultBytes::error(&e)

@@ -204,6 +204,9 @@ impl Prepared {
     /// Runs the query within `limits`, writing its result to `out`.
     pub fn run(&self, limits: &Limits, out: &mut dyn Write) -> Result<QueryStats, QueryError> {
         let plan = &self.plan;
+        // Values are formatted in many small pieces: buffered, not a system
+        // call each.
+        let out = std::io::BufWriter::with_capacity(1 << 16, out);
         let mut writer: Box<dyn ResultWriter + '_> = match plan.format {
             OutputFormat::Json => Box::new(JsonWriter::new(out)),
             OutputFormat::Csv => Box::new(CsvWriter::new(out)),

@@ -141,7 +141,7 @@ fn finished(inner: &Arc<Inner>, uid: u32) {
 
 /// Gives the heap a finished query freed back to the system (glibc keeps
 /// freed memory in its arenas otherwise).
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory.
     unsafe {
