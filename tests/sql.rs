@@ -459,6 +459,6 @@ fn at1_sql_command_on_a_store_a_mount_and_a_file() {
         assert_eq!(v["rows"][0], serde_json::json!(["sun", 714]), "{}", root.display());
     }
     // A single CSV or .at1 file; --format csv.
-    let out = sh_ok(&format!("'{}' sql '{}' \"SELECT COUNT(*) FROM x\" --format csv", at1_bin().display(), src.display()));
+    let out = sh_ok(&format!("'{}' sql '{}' \"SELECT COUNT(*) FROM seattle-weather.csv\" --format csv", at1_bin().display(), src.display()));
     assert_eq!(out, "COUNT(*)\n1461\n");
 }

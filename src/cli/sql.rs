@@ -4,11 +4,14 @@
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use at1::query::{self, FileSource, OutputFormat, Source, StoreSource};
+use at1::query::{self, FileSource, OutputFormat, QueryError, Source, StoreSource};
+use at1::reader::Object;
+use at1::store::OBJECT_SUFFIX;
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum FormatArg {
@@ -16,22 +19,48 @@ pub enum FormatArg {
     Csv,
 }
 
-/// The store behind an at1fs mount point, from /proc/self/mountinfo.
-fn store_of_mount(dir: &Path) -> Option<PathBuf> {
-    let dir = std::fs::canonicalize(dir).ok()?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-")?;
-        (Path::new(fields.get(4)?) == dir).then(|| fields.get(dash + 2)?.strip_prefix("at1fs:").map(PathBuf::from))?
-    })
+/// One file given as ROOT: the query's FROM must name it (its path as
+/// given, its file name, or either without `.at1`), so that a query meant
+/// for another file is refused rather than run on this one.
+struct OneFile {
+    given: PathBuf,
+    file: FileSource,
+}
+
+impl OneFile {
+    fn names(&self) -> Vec<String> {
+        let given = self.given.display().to_string();
+        let file_name = self.given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut names = vec![given, file_name];
+        for n in names.clone() {
+            if let Some(stem) = n.strip_suffix(OBJECT_SUFFIX).filter(|s| !s.is_empty()) {
+                names.push(stem.to_string());
+            }
+        }
+        names
+    }
+}
+
+impl Source for OneFile {
+    fn open(&self, path: &str) -> Result<Arc<Object>, QueryError> {
+        let from = path.trim_start_matches("./");
+        if !self.names().iter().any(|n| n.trim_start_matches("./") == from) {
+            return Err(QueryError::Plan(format!(
+                "FROM {path} does not name {}, the one file this query runs on (use FROM {})",
+                self.given.display(),
+                self.given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            )));
+        }
+        self.file.open(path)
+    }
 }
 
 pub fn run(root: &Path, sql: &str, format: FormatArg) -> Result<()> {
-    let source: Box<dyn Source> = if root.is_file() {
-        Box::new(FileSource { path: root.to_path_buf() })
+    let meta = std::fs::metadata(root).with_context(|| format!("{}", root.display()))?;
+    let source: Box<dyn Source> = if meta.is_dir() {
+        Box::new(StoreSource { root: super::mount::store_of_mount(root).unwrap_or_else(|| root.to_path_buf()) })
     } else {
-        Box::new(StoreSource { root: store_of_mount(root).unwrap_or_else(|| root.to_path_buf()) })
+        Box::new(OneFile { given: root.to_path_buf(), file: FileSource { path: root.to_path_buf() } })
     };
     let format = match format {
         FormatArg::Json => OutputFormat::Json,
@@ -48,8 +77,8 @@ pub fn run(root: &Path, sql: &str, format: FormatArg) -> Result<()> {
         if n == 0 {
             break;
         }
-        stdout.write_all(&buf[..n])?;
+        stdout.write_all(&buf[..n]).context("stdout")?;
     }
-    stdout.flush()?;
+    stdout.flush().context("stdout")?;
     Ok(())
 }
