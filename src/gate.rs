@@ -163,7 +163,7 @@ pub enum GateError {
     Rejected(String),
     #[error("the input is not a delimited table (--codec columnar needs CSV/TSV)")]
     NotATable,
-    #[error("I/O error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("encoder error: {0}")]
     Codec(#[from] CodecError),
@@ -258,10 +258,24 @@ struct Verified {
 /// Compresses `input` into a new object at `dest`, replacing any file there
 /// only after the whole object was verified and made durable.
 pub fn compress_to_path<R: Read + Send>(input: R, dest: &Path, cfg: &GateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<CommitReport, GateError> {
+    compress_to_path_with(input, dest, cfg, progress, |_| Ok(()))
+}
+
+/// [`compress_to_path`], calling `finish` on the verified, durable temp file
+/// just before it is renamed into place (to give it a mode and times, say;
+/// `finish` makes durable what it changes).
+pub fn compress_to_path_with<R: Read + Send>(
+    input: R,
+    dest: &Path,
+    cfg: &GateConfig,
+    progress: &(dyn Fn(u64) + Sync),
+    finish: impl FnOnce(&File) -> io::Result<()>,
+) -> Result<CommitReport, GateError> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut temp = temp_file_in(dir)?;
     let report = write_object(input, temp.as_file_mut(), cfg, progress)?;
     audit(temp.path(), &report)?;
+    finish(temp.as_file())?;
     temp.persist(dest).map_err(|e| e.error)?;
     sync_dir(dir)?;
     Ok(report)
@@ -298,9 +312,28 @@ pub fn atomic_write_with<E: From<io::Error>>(dest: &Path, fill: impl FnOnce(&mut
 /// recognisable) and created 0666 minus the umask, like any new file.
 pub const TEMP_PREFIX: &str = ".at1-tmp-";
 
+/// Made here rather than by tempfile's builder, whose errors name the
+/// random temp path: a caller's error names the destination instead.
 fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new().prefix(TEMP_PREFIX).permissions(std::fs::Permissions::from_mode(0o666)).tempfile_in(dir)
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        let path = dir.join(format!("{TEMP_PREFIX}{}", random_hex()?));
+        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o666).custom_flags(libc::O_CLOEXEC).open(&path) {
+            Ok(file) => return Ok(tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(path)?)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// 64 random bits in hex.
+fn random_hex() -> io::Result<String> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer.
+    if unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) } != bytes.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

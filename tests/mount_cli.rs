@@ -112,3 +112,235 @@ fn sigterm_and_sigint_unmount_cleanly() {
         assert_eq!(f, 1, "the committed file is in the store");
     }
 }
+
+// ---------------------------------------------- issue 7: mount conventions
+
+/// `findmnt`'s SOURCE, FSTYPE and OPTIONS of a mount point.
+fn findmnt(mnt: &str) -> (String, String, String) {
+    let out = sh_ok(&format!("findmnt -n -o SOURCE,FSTYPE,OPTIONS '{mnt}'"));
+    let mut fields = out.split_whitespace().map(str::to_string);
+    (fields.next().unwrap_or_default(), fields.next().unwrap_or_default(), fields.next().unwrap_or_default())
+}
+
+fn canonical(p: &str) -> String {
+    std::fs::canonicalize(p).unwrap().display().to_string()
+}
+
+/// Waits until process `pid` is gone (or a zombie).
+fn wait_gone(pid: i32) {
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z") {
+        assert!(start.elapsed() < Duration::from_secs(30), "the daemon (pid {pid}) did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn daemon_pid(store: &str) -> i32 {
+    std::fs::read_to_string(format!("{store}/.at1/daemon.pid")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_mount_shows_as_fuse_at1fs_with_the_store_as_its_source() {
+    if !fuse_available() {
+        return;
+    }
+    let (_d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let out = at1(&["mount", &store, &mnt]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (source, fstype, _) = findmnt(&mnt);
+    assert_eq!((source.as_str(), fstype.as_str()), (canonical(&store).as_str(), "fuse.at1fs"));
+    let df = sh_ok(&format!("df --output=source '{mnt}'"));
+    assert_eq!(df.lines().nth(1).map(str::trim), Some(canonical(&store).as_str()), "{df}");
+    let mount = sh_ok("mount");
+    assert!(mount.contains(&format!("{} on {} type fuse.at1fs", canonical(&store), canonical(&mnt))), "{mount}");
+    // What reads the source back still finds the store.
+    std::fs::write(format!("{mnt}/t.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    let sql = at1(&["sql", &mnt, "SELECT SUM(b) FROM t.csv"]);
+    assert!(String::from_utf8_lossy(&sql.stdout).contains("[6]"), "{}", String::from_utf8_lossy(&sql.stderr));
+    let pid = daemon_pid(&store);
+    assert!(at1(&["unmount", &mnt]).status.success());
+    wait_gone(pid);
+}
+
+#[test]
+fn dash_o_options_apply_and_unknown_ones_are_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let (_d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let out = at1(&["mount", &store, &mnt, "-o", "ro,allow_other,cache_size=512MiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, _, options) = findmnt(&mnt);
+    let options: Vec<&str> = options.split(',').collect();
+    assert!(options.contains(&"ro") && options.contains(&"allow_other"), "{options:?}");
+    let err = std::fs::write(format!("{mnt}/f"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert!(at1(&["unmount", &mnt]).status.success());
+
+    // cache_size bounds the decoded blocks a read keeps.
+    let data: Vec<u8> = (0..200_000u32).flat_map(|i| format!("line {i} of a file to read {}\n", i % 977).into_bytes()).collect();
+    for (options, small) in [("cache_size=1MiB", true), ("rw", false)] {
+        assert!(at1(&["mount", &store, &mnt, "-o", options]).status.success());
+        std::fs::write(format!("{mnt}/big.txt"), &data).unwrap();
+        assert_eq!(std::fs::read(format!("{mnt}/big.txt")).unwrap(), data);
+        let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{mnt}/.at1/stats")).unwrap()).unwrap();
+        let cached = stats["cache_bytes"].as_u64().unwrap();
+        assert_eq!(cached <= 1 << 20, small, "-o {options}: {cached} bytes cached");
+        assert!(at1(&["unmount", &mnt]).status.success());
+    }
+
+    let one_line = |out: &std::process::Output, code: i32| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        err
+    };
+    assert!(one_line(&at1(&["mount", &store, &mnt, "-o", "rw,frobnicate"]), 2).contains("unknown mount option \"frobnicate\""));
+    assert!(one_line(&at1(&["mount", &store, &mnt, "-o", "cache_size=12XB"]), 2).contains("12XB"));
+    assert!(one_line(&at1(&["mount", &store, &mnt, "-o", "ro=1"]), 2).contains("takes no value"));
+    assert!(!is_mounted(std::path::Path::new(&mnt)));
+    // What mount(8) and fstab pass along is accepted; -s ignores the rest.
+    let standard = "defaults,auto,noauto,user,nouser,users,_netdev,nofail,x-systemd.automount,comment=x,relatime,rw,nodev,nosuid,noexec";
+    assert!(at1(&["mount", &store, &mnt, "-o", standard]).status.success());
+    assert!(findmnt(&mnt).2.split(',').any(|o| o == "noexec"), "noexec applied");
+    assert!(at1(&["unmount", &mnt]).status.success());
+    assert!(at1(&["mount", "-s", &store, &mnt, "-o", "frobnicate"]).status.success());
+    assert!(at1(&["unmount", &mnt]).status.success());
+}
+
+/// A symlink to `at1` put where mount(8) finds helpers (its own fixed
+/// directories: it does not pass PATH on), removed again on drop.
+struct Helper(std::path::PathBuf);
+
+impl Helper {
+    /// None when something is there already (not ours to replace).
+    fn install(path: &str) -> Option<Helper> {
+        let path = std::path::PathBuf::from(path);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            eprintln!("SKIPPED: {} exists already", path.display());
+            return None;
+        }
+        std::os::unix::fs::symlink(at1_bin(), &path).ok()?;
+        Some(Helper(path))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if std::fs::read_link(&self.0).ok() == Some(at1_bin()) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// umount(8), retried while the kernel still counts the mount busy: the
+/// release of a file just closed reaches the daemon asynchronously, and a
+/// concurrent test's spawn may briefly hold a copy of a descriptor.
+fn umount(mnt: &str) {
+    let start = Instant::now();
+    loop {
+        let (code, _, err) = sh(&format!("umount '{mnt}'"));
+        if code == 0 {
+            return;
+        }
+        if !err.contains("busy") || start.elapsed() > Duration::from_secs(20) {
+            // Who holds it, for the report.
+            let holders = sh(&format!("fuser -vm '{mnt}'"));
+            panic!("umount {mnt}: {err}\nholders: {}{}", holders.1, holders.2);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Mounts through mount(8) with an fstab of our own (`mount -T`), checks
+/// the mount, and unmounts with umount(8).
+fn mount_from_fstab(options: &str) {
+    let (d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let fstab = d.path().join("fstab");
+    std::fs::write(&fstab, format!("# at1fs\n{store}  {mnt}  fuse.at1fs  {options}  0  0\n")).unwrap();
+    let (code, out, err) = sh(&format!("mount -T '{}' '{mnt}'", fstab.display()));
+    assert_eq!(code, 0, "mount -T: {out}{err}");
+    let (source, fstype, mount_options) = findmnt(&mnt);
+    assert_eq!((source.as_str(), fstype.as_str()), (canonical(&store).as_str(), "fuse.at1fs"));
+    assert!(mount_options.contains("nodev") && mount_options.contains("nosuid"), "{mount_options}");
+    std::fs::write(format!("{mnt}/f"), b"through fstab").unwrap();
+    assert_eq!(std::fs::read(format!("{mnt}/f")).unwrap(), b"through fstab");
+    let pid = daemon_pid(&store);
+    umount(&mnt);
+    wait_gone(pid);
+    assert!(!is_mounted(std::path::Path::new(&mnt)));
+    // A bad option in fstab: refused, nothing mounted.
+    std::fs::write(&fstab, format!("{store}  {mnt}  fuse.at1fs  {options},frobnicate  0  0\n")).unwrap();
+    let (code, _, err) = sh(&format!("mount -T '{}' '{mnt}'", fstab.display()));
+    assert!(code != 0 && err.contains("frobnicate"), "{err}");
+    assert!(!is_mounted(std::path::Path::new(&mnt)));
+}
+
+#[test]
+fn an_fstab_line_mounts_through_mount_helpers() {
+    // SAFETY: geteuid has no preconditions.
+    if !fuse_available() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mount(8) with fstab needs root and FUSE");
+        return;
+    }
+    // mount(8) runs /sbin/mount.fuse.at1fs itself for type fuse.at1fs.
+    if let Some(_helper) = Helper::install("/sbin/mount.fuse.at1fs") {
+        mount_from_fstab("nodev,nosuid,cache_size=64MiB,x-at1.note=1");
+    }
+    // Or mount.fuse3 runs `at1fs SOURCE MOUNTPOINT -o OPTIONS` by its
+    // shell's default PATH (it drops user, nofail, _netdev itself).
+    if !std::path::Path::new("/sbin/mount.fuse").exists() {
+        eprintln!("SKIPPED: /sbin/mount.fuse (fuse3) is absent");
+        return;
+    }
+    if let Some(_helper) = Helper::install("/usr/local/sbin/at1fs") {
+        mount_from_fstab("nodev,nosuid,nofail,_netdev,user,cache_size=64MiB");
+    }
+}
+
+#[test]
+fn verify_of_a_store_checks_every_object_under_its_file_names() {
+    let Some(m) = common::mount::Mounted::new(&[]) else { return };
+    let (store, mnt) = (m.store.display().to_string(), m.mnt.display().to_string());
+    std::fs::write(m.path("a.csv"), "x,y\n1,2\n").unwrap();
+    std::fs::create_dir(m.path("sub")).unwrap();
+    std::fs::write(m.path("sub/b.txt"), "some text\n".repeat(100)).unwrap();
+    std::fs::hard_link(m.path("a.csv"), m.path("c.csv")).unwrap();
+    // Never written: no object.
+    sh_ok(&format!("touch '{}'", m.path("empty").display()));
+    let src = m.store.join("src.txt.tmp");
+    std::fs::write(&src, "dropped in\n".repeat(50)).unwrap();
+    assert!(at1(&["compress", &src.display().to_string(), &format!("{store}/d.txt.at1")]).status.success());
+    std::fs::remove_file(&src).unwrap();
+
+    for root in [&store, &mnt] {
+        let r = at1(&["verify", root]);
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        assert_eq!(r.status.code(), Some(0), "{root}: {out}{}", String::from_utf8_lossy(&r.stderr));
+        // One line per object: the hard link shares a.csv's, the empty
+        // file has none; the dropped-in object under its mount name.
+        let expected: Vec<String> = ["a.csv", "d.txt", "sub/b.txt"].iter().map(|n| format!("{root}/{n}: OK")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{root}");
+    }
+
+    // Corrupt a.csv's object: its name is reported, exit 3.
+    let stub = std::fs::read_to_string(m.store.join("a.csv")).unwrap();
+    let id = stub.lines().nth(1).unwrap();
+    let object = m.store.join(format!(".at1/objects/{id}.at1"));
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[20] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    let r = at1(&["verify", &store]);
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert_eq!(r.status.code(), Some(3), "{out}");
+    assert!(out.contains(&format!("{store}/a.csv: FAILED")) && out.contains(&format!("{store}/sub/b.txt: OK")), "{out}");
+    // An object no file names any more is checked too, under its own path.
+    let orphan = m.store.join(".at1/objects/0123456789abcdef0123456789abcdef.at1");
+    std::fs::copy(m.store.join("d.txt.at1"), &orphan).unwrap();
+    let out = String::from_utf8_lossy(&at1(&["verify", &store]).stdout).into_owned();
+    assert!(out.contains(&format!("{} (no file names it): OK", orphan.display())), "{out}");
+    std::fs::remove_file(&orphan).unwrap();
+}

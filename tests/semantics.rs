@@ -413,6 +413,31 @@ fn xattr() {
     assert!(code != 0 && err.contains("No such attribute"), "{err}");
 }
 
+/// Every `user.at1.*` name a file lists can be read, whatever the file:
+/// one never written (`touch`), one truncated to nothing (`: >`), one with
+/// content, and raw bytes put in the store by hand. An empty file reads
+/// the same however it became empty (issue 7, B.8).
+#[test]
+fn xattr_every_listed_attribute_reads() {
+    let m = mount_or_skip!();
+    let touched = m.path("touched");
+    let truncated = m.path("truncated");
+    sh_ok(&format!("touch '{}' && : > '{}' && echo data > '{}'", touched.display(), truncated.display(), m.path("full").display()));
+    std::fs::write(m.store.join("plain.txt"), b"put here by hand").unwrap();
+    for name in ["touched", "truncated", "full", "plain.txt"] {
+        let (code, out, err) = sh(&format!("getfattr --absolute-names -d -m user.at1 '{}'", m.path(name).display()));
+        assert!(code == 0 && err.is_empty(), "{name}: every listed attribute reads: {err}");
+        let listed = sh_ok(&format!("getfattr --absolute-names -m user.at1 '{}'", m.path(name).display())).lines().filter(|l| l.starts_with("user.")).count();
+        assert_eq!(out.lines().filter(|l| l.starts_with("user.")).count(), listed, "{name}: {out}");
+    }
+    let value = |f: &Path, n: &str| sh_ok(&format!("getfattr -n user.at1.{n} --only-values '{}'", f.display()));
+    for n in ["codec", "sha256", "original_bytes", "blocks"] {
+        assert_eq!(value(&touched, n), value(&truncated, n), "{n} of an empty file");
+    }
+    assert_eq!(value(&touched, "codec"), "empty");
+    assert_eq!(value(&touched, "sha256"), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "the SHA-256 of nothing");
+}
+
 #[test]
 fn statfs() {
     let m = mount_or_skip!();

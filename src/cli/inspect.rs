@@ -1,17 +1,19 @@
 //! `at1 inspect`: what an object holds and how it is laid out.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Result;
 use serde_json::{json, Value};
 
 use at1::format::RowGroupStorage;
-use at1::reader::Object;
+use at1::reader::{logical_value, AccessCost, Aggregate, Fold, Object, Reader};
 use at1::value::option_to_json;
 
 use super::ratio;
 
-fn describe(object: &Object) -> Value {
+fn describe(object: &Arc<Object>) -> Result<Value> {
     let footer = object.footer();
     let mut by_role: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut by_backend: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
@@ -50,7 +52,7 @@ fn describe(object: &Object) -> Value {
             .columns
             .iter()
             .enumerate()
-            .map(|(c, def)| {
+            .map(|(c, def)| -> Result<Value> {
                 let nulls: u64 = t.row_groups.iter().map(|r| r.stats[c].nulls).sum();
                 let stored: u64 = t
                     .row_groups
@@ -60,9 +62,10 @@ fn describe(object: &Object) -> Value {
                         RowGroupStorage::Raw { .. } => None,
                     })
                     .sum();
-                json!({"name": def.name, "type": def.logical_type.name(), "nulls": nulls, "stored_bytes": stored})
+                let (min, max) = column_bounds(object, c)?;
+                Ok(json!({"name": def.name, "type": def.logical_type.name(), "nulls": nulls, "stored_bytes": stored, "min": min, "max": max}))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let row_groups: Vec<Value> = t
             .row_groups
             .iter()
@@ -95,98 +98,107 @@ fn describe(object: &Object) -> Value {
             "row_groups": row_groups,
         });
     }
-    out
+    Ok(out)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn run(object: &Object, json: bool, list_row_groups: bool) -> Result<()> {
-    let d = describe(object);
+pub fn run(object: &Arc<Object>, json: bool, list_row_groups: bool) -> Result<()> {
+    let d = describe(object)?;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
         return Ok(());
     }
-    println!("codec:          {}", d["codec"].as_str().unwrap_or("?"));
-    println!("original bytes: {}", object.original_len());
-    println!(
+    writeln!(out, "codec:          {}", d["codec"].as_str().unwrap_or("?"))?;
+    writeln!(out, "original bytes: {}", object.original_len())?;
+    writeln!(
+        out,
         "stored bytes:   {} (ratio {:.2}x, metadata {} bytes)",
         object.stored_len(),
         ratio(object.original_len(), object.stored_len()),
         object.metadata_len()
-    );
-    println!("sha256:         {}", d["sha256"].as_str().unwrap_or(""));
-    println!("settings:       {}", d["settings"]);
-    println!("blocks:         {} {}", d["blocks"]["count"], d["blocks"]["by_role"]);
-    println!("segments:       {}", d["segments"]);
+    )?;
+    writeln!(out, "sha256:         {}", d["sha256"].as_str().unwrap_or(""))?;
+    writeln!(out, "settings:       {}", d["settings"])?;
+    writeln!(out, "blocks:         {} {}", d["blocks"]["count"], d["blocks"]["by_role"])?;
+    writeln!(out, "segments:       {}", d["segments"])?;
     if let Some(t) = d.get("table") {
-        println!(
+        writeln!(
+            out,
             "table:          {} rows, {} row groups, delimiter {:?}, header {}, {}",
             t["rows"],
             t["row_groups"].as_array().map_or(0, Vec::len),
             t["delimiter"].as_str().unwrap_or(""),
             t["has_header"],
             t["line_terminator"].as_str().unwrap_or("")
-        );
-        let table = object.table();
+        )?;
         for (c, col) in t["columns"].as_array().into_iter().flatten().enumerate() {
-            let (min, max) = table.map_or((Value::Null, Value::Null), |tb| column_bounds(tb, c));
-            println!(
+            writeln!(
+                out,
                 "  column {:<3} {:<24} {:<10} {:>10} B  nulls {:<8} min {} max {}",
                 c,
                 col["name"].as_str().unwrap_or(""),
                 col["type"].as_str().unwrap_or(""),
                 col["stored_bytes"],
                 col["nulls"],
-                min,
-                max
-            );
+                col["min"],
+                col["max"]
+            )?;
         }
         if list_row_groups {
             for (i, rg) in t["row_groups"].as_array().into_iter().flatten().enumerate() {
-                println!(
+                writeln!(
+                    out,
                     "  row group {i}: first row {} rows {} {} {} bytes",
                     rg["first_row"],
                     rg["rows"],
                     rg["storage"].as_str().unwrap_or(""),
                     rg["stored_bytes"]
-                );
+                )?;
                 for (c, s) in rg["columns"].as_array().into_iter().flatten().enumerate() {
-                    println!("    col {c}: {} values {} nulls {} min {} max {}", s["type"].as_str().unwrap_or(""), s["values"], s["nulls"], s["min"], s["max"]);
+                    writeln!(
+                        out,
+                        "    col {c}: {} values {} nulls {} min {} max {}",
+                        s["type"].as_str().unwrap_or(""),
+                        s["values"],
+                        s["nulls"],
+                        s["min"],
+                        s["max"]
+                    )?;
                 }
             }
         }
     }
+    out.flush()?;
     Ok(())
 }
 
-/// The union of a column's zone maps over all row groups (null if any row
-/// group's bounds are unknown or not comparable).
-fn column_bounds(table: &at1::format::Table, col: usize) -> (Value, Value) {
-    use std::cmp::Ordering;
-    let mut min: Option<at1::value::Scalar> = None;
-    let mut max: Option<at1::value::Scalar> = None;
-    for rg in &table.row_groups {
-        let s = &rg.stats[col];
-        if s.values == 0 {
+/// A column's smallest and largest value, exactly as SQL's MIN and MAX give
+/// them (the same fold): from the zone maps where they hold bounds,
+/// decoding the column of the row groups whose zone map has none (a value
+/// that does not read as the column's type leaves its chunk unbounded).
+fn column_bounds(object: &Arc<Object>, col: usize) -> Result<(Value, Value)> {
+    let Some(table) = object.table() else { return Ok((Value::Null, Value::Null)) };
+    let logical = table.columns[col].logical_type;
+    let reader = Reader::new(object.clone(), None);
+    let mut cost = AccessCost::default();
+    let (mut min, mut max) = (Fold::new(Aggregate::Min), Fold::new(Aggregate::Max));
+    for (rg, meta) in table.row_groups.iter().enumerate() {
+        let stats = &meta.stats[col];
+        // Both roll-ups are tried; where either cannot answer, the values
+        // go into both (folding a bound in twice changes neither).
+        let answered = [min.add_stats(stats, logical), max.add_stats(stats, logical)];
+        if answered == [true, true] {
             continue;
         }
-        if !at1::reader::stats_apply(s, table.columns[col].logical_type) {
-            return (Value::Null, Value::Null);
-        }
-        match (&s.min, &min) {
-            (Some(v), Some(m)) if v.compare(m) == Some(Ordering::Less) => min = Some(v.clone()),
-            (Some(v), None) => min = Some(v.clone()),
-            (None, _) => return (Value::Null, Value::Null),
-            _ => {}
-        }
-        match (&s.max, &max) {
-            (Some(v), Some(m)) if v.compare(m) == Some(Ordering::Greater) => max = Some(v.clone()),
-            (Some(v), None) => max = Some(v.clone()),
-            (None, _) => return (Value::Null, Value::Null),
-            _ => {}
+        let chunk = reader.column(rg, col, &mut cost)?;
+        for v in (0..chunk.rows()).filter_map(|r| logical_value(&chunk, r, logical, &table.dialect)) {
+            min.add_value(&v);
+            max.add_value(&v);
         }
     }
-    (option_to_json(&min), option_to_json(&max))
+    Ok((option_to_json(&min.finish()), option_to_json(&max.finish())))
 }

@@ -2,26 +2,47 @@
 //! its own — every command calls the gate, the reader, the store or the
 //! query engine.
 
+pub mod args;
+mod files;
 mod inspect;
 mod mount;
+mod output;
 mod recall;
 mod sql;
+mod verify;
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use at1::format::{Backend, CodecChoice};
-use at1::gate::{self, GateConfig};
-use at1::reader::{self, AccessCost, Object, Reader};
+use at1::format::Backend;
+use at1::gate::GateConfig;
+use at1::reader::Object;
+
+pub use verify::VerifyFailed;
+
+/// The exit codes, shown under every `--help`.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  error: I/O, a missing or unreadable file, a file that is not an .at1 object
+  2  usage error: unknown or bad arguments and options
+  3  verification failed: the gate rejected an encoding (nothing was written),
+     or verify found a bad object
+A closed output pipe (at1 cat x.at1 | head) ends the command quietly, by
+SIGPIPE, as it ends cat and zstd.";
 
 #[derive(Parser, Debug)]
-#[command(name = "at1", version, about = "Verified, queryable, compressed .at1 objects and the at1fs filesystem")]
+#[command(
+    name = "at1",
+    version,
+    about = "Verified, queryable, compressed .at1 objects and the at1fs filesystem",
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,25 +50,31 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Compress IN into a verified .at1 object OUT ("-" = stdin/stdout).
-    Compress(CompressArgs),
-    /// Restore the exact original bytes of an object ("-" = stdin/stdout).
-    Decompress { input: PathBuf, output: PathBuf },
+    /// Compress a file into a verified .at1 object (the input is kept).
+    #[command(after_help = files::COMPRESS_AFTER_HELP)]
+    Compress(files::CompressArgs),
+    /// Restore the exact original bytes of an object (the input is kept).
+    #[command(after_help = files::DECOMPRESS_AFTER_HELP)]
+    Decompress(files::DecompressArgs),
     /// Print an object's original bytes, or a byte range of them.
+    #[command(after_help = EXIT_STATUS)]
     Cat {
+        /// The .at1 object to read ("-" reads it from stdin).
         file: PathBuf,
-        /// Bytes START-END (END exclusive; "START-" reads to the end).
-        #[arg(long)]
+        /// Print only bytes START-END of the original (END exclusive;
+        /// "START-" reads to the end; an END past the end stops there).
+        #[arg(long, value_name = "START-END")]
         range: Option<String>,
     },
-    /// Check every block checksum, decode everything, check the SHA-256.
-    Verify {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Check objects: every block checksum, every byte decoded, the SHA-256.
+    #[command(after_help = verify::AFTER_HELP)]
+    Verify(verify::VerifyArgs),
     /// Show codec, sizes, ratio, blocks, row groups, columns and zone maps.
+    #[command(after_help = EXIT_STATUS)]
     Inspect {
+        /// The .at1 object to describe ("-" reads it from stdin).
         file: PathBuf,
+        /// Print JSON (the same facts, for programs) instead of text.
         #[arg(long)]
         json: bool,
         /// Also list every row group with its zone maps (text output).
@@ -55,18 +82,25 @@ pub enum Command {
         row_groups: bool,
     },
     /// Mount a store: every file kept as a verified .at1 object.
+    #[command(after_help = mount::AFTER_HELP)]
     Mount(mount::MountArgs),
-    /// Unmount a mount and wait for its daemon to finish.
+    /// Unmount an at1fs mount and wait for its daemon to finish.
+    #[command(after_help = EXIT_STATUS)]
     Unmount {
+        /// The mount point of an at1fs mount.
         mountpoint: PathBuf,
-        /// Seconds to wait for the daemon to exit.
+        /// Seconds to wait for the daemon to exit after the unmount.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
     /// Run a SQL query on a store, a mounted directory, or one .at1/CSV file.
+    #[command(after_help = EXIT_STATUS)]
     Sql {
-        /// A store directory, an at1fs mount point, or a single file.
+        /// A store directory, an at1fs mount point, or a single .at1 or CSV
+        /// file.
         root: PathBuf,
+        /// The query: SELECT ... FROM PATH, PATH relative to ROOT (a
+        /// directory), or the file's own name when ROOT is a file.
         query: String,
         /// Output format when the query has no FORMAT clause.
         #[arg(long, value_enum, default_value_t = sql::FormatArg::Json)]
@@ -74,8 +108,11 @@ pub enum Command {
     },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
+    #[command(after_help = EXIT_STATUS)]
     RecallCost {
+        /// The .at1 object to measure.
         file: PathBuf,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// xz preset of the whole-file comparison (6 is `xz`'s default).
@@ -84,42 +121,26 @@ pub enum Command {
     },
 }
 
-#[derive(clap::Args, Debug)]
-pub struct CompressArgs {
-    pub input: PathBuf,
-    pub output: PathBuf,
-    #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
-    pub codec: CodecArg,
-    #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
-    pub backend: BackendArg,
-    /// Backend level for every block (zstd 1-22, xz 0-9 with 10 = -9e).
-    /// Default: zstd 19 for raw frames and 5 for columns; xz 9.
-    #[arg(long)]
-    pub level: Option<i32>,
-    /// Lines read per chunk of input (the unit of streaming).
-    #[arg(long, default_value_t = 500_000)]
-    pub chunk_lines: usize,
-    /// Keep every row group columnar (SQL-prunable) even where raw is smaller.
-    #[arg(long)]
-    pub keep_queryable: bool,
-    #[command(flatten)]
-    pub layout: LayoutArgs,
-}
+/// A bad combination of arguments or option values that clap cannot see
+/// (exit code 2, as clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Layout knobs shared by `compress` and `mount`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LayoutArgs {
-    /// Original bytes per raw frame.
-    #[arg(long, default_value_t = 128 << 10)]
+    /// Original bytes per raw frame (the unit a read decodes).
+    #[arg(long, default_value_t = 128 << 10, value_name = "BYTES")]
     pub frame_size: usize,
     /// Rows per row group at most.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_name = "ROWS")]
     pub row_group_rows: usize,
     /// Original bytes per row group at most.
-    #[arg(long, default_value_t = 128 << 10)]
+    #[arg(long, default_value_t = 128 << 10, value_name = "BYTES")]
     pub row_group_bytes: usize,
     /// Encoder threads (default: all cores).
-    #[arg(long)]
+    #[arg(short = 'T', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Do not keep per-file dictionaries (the zstd dictionary of raw frames,
     /// the string dictionaries of table columns): every block then decodes
@@ -128,11 +149,18 @@ pub struct LayoutArgs {
     pub no_dictionary: bool,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CodecArg {
-    Auto,
-    Columnar,
-    Raw,
+/// The backend and level of every block, shared by `compress` and `mount`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// The compressor of every block: zstd (fast to read) or xz (smaller,
+    /// slower to read and write).
+    #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
+    pub backend: BackendArg,
+    /// Backend level for every block: zstd 1-22, xz 0-9 (10 = xz -9e); also
+    /// written -N, as in zstd and xz (-19, -3). Default: zstd 19 for raw
+    /// frames and 5 for columns; xz 9.
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +178,24 @@ impl BackendArg {
     }
 }
 
+impl BackendArgs {
+    /// The gate's configuration for these, or a usage error for a level
+    /// the backend does not have.
+    pub fn gate_config(&self) -> Result<GateConfig> {
+        let cfg = GateConfig::default().with_backend(self.backend.backend());
+        let Some(level) = self.level else { return Ok(cfg) };
+        let range = match self.backend {
+            BackendArg::Zstd => 1..=22,
+            BackendArg::Xz => 0..=10,
+        };
+        if !range.contains(&level) {
+            let name = self.backend.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+            return Err(UsageError(format!("level {level} is not a {name} level ({}-{})", range.start(), range.end())).into());
+        }
+        Ok(cfg.with_level(level))
+    }
+}
+
 impl LayoutArgs {
     pub fn apply(&self, cfg: &mut GateConfig) {
         cfg.frame_size = self.frame_size.max(1);
@@ -164,11 +210,11 @@ impl LayoutArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compress(args) => compress(&args),
-        Command::Decompress { input, output } => decompress(&input, &output),
-        Command::Cat { file, range } => cat(&file, range.as_deref()),
-        Command::Verify { files } => verify(&files),
-        Command::Inspect { file, json, row_groups } => inspect::run(&*open_object(&file)?, json, row_groups),
+        Command::Compress(args) => files::compress(&args),
+        Command::Decompress(args) => files::decompress(&args),
+        Command::Cat { file, range } => files::cat(&file, range.as_deref()),
+        Command::Verify(args) => verify::run(&args),
+        Command::Inspect { file, json, row_groups } => inspect::run(&open_object(&file)?, json, row_groups).with_context(|| format!("{}", file.display())),
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
         Command::Mount(args) => mount::mount(&args),
         Command::Sql { root, query, format } => sql::run(&root, &query, format),
@@ -180,9 +226,10 @@ fn is_dash(p: &Path) -> bool {
     p.as_os_str() == "-"
 }
 
-/// A progress bar on stderr when it is a terminal; hidden otherwise.
-fn progress_bar(total: Option<u64>) -> ProgressBar {
-    if !io::stderr().is_terminal() {
+/// A progress bar on stderr when it is a terminal and `shown`; hidden
+/// otherwise.
+fn progress_bar(total: Option<u64>, shown: bool) -> ProgressBar {
+    if !shown || !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = match total {
@@ -195,51 +242,6 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn compress(args: &CompressArgs) -> Result<()> {
-    let mut cfg = GateConfig {
-        codec: match args.codec {
-            CodecArg::Auto => CodecChoice::Auto,
-            CodecArg::Columnar => CodecChoice::Columnar,
-            CodecArg::Raw => CodecChoice::Raw,
-        },
-        chunk_lines: args.chunk_lines.max(1),
-        keep_queryable: args.keep_queryable,
-        ..GateConfig::default().with_backend(args.backend.backend())
-    };
-    if let Some(level) = args.level {
-        cfg = cfg.with_level(level);
-    }
-    args.layout.apply(&mut cfg);
-    let total = if is_dash(&args.input) { None } else { std::fs::metadata(&args.input).ok().map(|m| m.len()) };
-    let bar = progress_bar(total);
-    let progress = |n: u64| bar.set_position(n);
-    let input: Box<dyn Read + Send> = if is_dash(&args.input) {
-        Box::new(io::stdin())
-    } else {
-        Box::new(File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?)
-    };
-    let report = if is_dash(&args.output) {
-        gate::compress_to_writer(input, &mut io::stdout().lock(), &cfg, &progress)?
-    } else {
-        gate::compress_to_path(input, &args.output, &cfg, &progress)?
-    };
-    bar.finish_and_clear();
-    if !is_dash(&args.output) {
-        eprintln!(
-            "{} -> {}: {} -> {} bytes ({:.2}x), {} blocks, {} row groups ({} raw), verified",
-            args.input.display(),
-            args.output.display(),
-            report.original_len,
-            report.stored_len,
-            ratio(report.original_len, report.stored_len),
-            report.blocks,
-            report.row_groups,
-            report.raw_row_groups
-        );
-    }
-    Ok(())
-}
-
 pub fn ratio(original: u64, stored: u64) -> f64 {
     if stored == 0 {
         0.0
@@ -248,7 +250,8 @@ pub fn ratio(original: u64, stored: u64) -> f64 {
     }
 }
 
-/// Opens an object from a path, or from stdin spooled to a temp file.
+/// Opens an object from a path, or from stdin spooled to a temp file. The
+/// error names the path.
 fn open_object(path: &Path) -> Result<Arc<Object>> {
     let object = if is_dash(path) {
         let mut spool = tempfile::tempfile()?;
@@ -259,91 +262,45 @@ fn open_object(path: &Path) -> Result<Arc<Object>> {
         spool.read_to_end(&mut bytes)?;
         Object::from_vec(bytes)
     } else {
+        check_not_a_directory(path)?;
         Object::open(path)
     };
     Ok(Arc::new(object.with_context(|| format!("{}", path.display()))?))
 }
 
-fn decompress(input: &Path, output: &Path) -> Result<()> {
-    let object = open_object(input)?;
-    let bar = progress_bar(Some(object.original_len()));
-    let reader = Reader::new(object, None);
-    let mut done = 0u64;
-    let progress = |n: u64| {
-        done += n;
-        bar.set_position(done);
-    };
-    if is_dash(output) {
-        let stdout = io::stdout();
-        let mut out = io::BufWriter::new(stdout.lock());
-        reader.extract(&mut out, progress).with_context(|| format!("{}", input.display()))?;
-        out.flush()?;
-    } else {
-        gate::atomic_write_with(output, |file| -> Result<()> {
-            let mut out = io::BufWriter::new(file);
-            reader.extract(&mut out, progress).with_context(|| format!("{}", input.display()))?;
-            out.flush()?;
-            Ok(())
-        })?;
+/// A directory opens like a file but cannot be mapped ("No such device"):
+/// say what it is instead.
+fn check_not_a_directory(path: &Path) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR)).with_context(|| format!("{}", path.display()));
     }
-    bar.finish_and_clear();
     Ok(())
 }
 
-fn parse_range(spec: &str, len: u64) -> Result<(u64, u64)> {
-    let (a, b) = spec.split_once('-').context("range must be START-END")?;
-    let start: u64 = a.trim().parse().context("range start")?;
-    let end: u64 = if b.trim().is_empty() { len } else { b.trim().parse().context("range end")? };
-    if end < start {
-        bail!("range end {end} is before its start {start}");
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap checks its definitions (a name used twice, say) only in debug
+    /// builds; this runs the check in every build.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
-    Ok((start, end.min(len)))
-}
 
-fn cat(path: &Path, range: Option<&str>) -> Result<()> {
-    let object = open_object(path)?;
-    let len = object.original_len();
-    let (start, end) = match range {
-        Some(r) => parse_range(r, len)?,
-        None => (0, len),
-    };
-    let reader = Reader::new(object, None);
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut cost = AccessCost::default();
-    let mut pos = start;
-    while pos < end {
-        let n = ((end - pos) as usize).min(1 << 20);
-        let bytes = reader.read_at(pos, n, &mut cost).with_context(|| format!("{}", path.display()))?;
-        if bytes.is_empty() {
-            break;
-        }
-        out.write_all(&bytes)?;
-        pos += bytes.len() as u64;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// Raised by `verify` so that `main` exits with the verification code.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} of {1} objects failed verification")]
-pub struct VerifyFailed(pub usize, pub usize);
-
-fn verify(files: &[PathBuf]) -> Result<()> {
-    let mut failed = 0;
-    for f in files {
-        let outcome = Object::open(f).map(Arc::new).and_then(reader::verify);
-        match outcome {
-            Ok(_) => println!("{}: OK", f.display()),
-            Err(e) => {
-                failed += 1;
-                println!("{}: FAILED: {e}", f.display());
+    #[test]
+    fn every_argument_and_option_is_described() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no description", sub.get_name());
+            for arg in sub.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{} {} has no description", sub.get_name(), arg.get_id());
             }
         }
     }
-    if failed > 0 {
-        return Err(VerifyFailed(failed, files.len()).into());
-    }
-    Ok(())
 }

@@ -9,62 +9,224 @@ use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use at1::fs::{At1Fs, MountConfig};
-use at1::gate::GateConfig;
 use at1::store::{Store, WORK_DIR};
 
-use super::{BackendArg, LayoutArgs};
+use super::{BackendArg, BackendArgs, LayoutArgs, UsageError};
+
+pub const AFTER_HELP: &str = "\
+Mount options (-o, comma-separated, also from fstab):
+  ro, rw                    read-only (--read-only), read-write (default)
+  allow_other, allow_root   let other users (or root) in (--allow-other)
+  cache_size=SIZE           --cache-size
+  staging=DIR, log=FILE     --staging, --log
+  backend=zstd|xz, level=N  --backend, --level
+  threads=N, fuse_threads=N --threads, --fuse-threads
+  query_memory=SIZE, query_timeout=SECONDS, query_threads=N
+                            --query-memory, --query-timeout, --query-threads
+  dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
+  dirsync                   kernel flags (default: nodev, nosuid)
+  default_permissions       always on
+  defaults, auto, noauto, user, nouser, users, _netdev, nofail, relatime,
+  x-*, comment=*            accepted for mount(8) and fstab; no effect here
+Any other option is refused (with -s, as mount(8) -s asks, ignored).
+An -o option wins over the flag it stands for.
+
+fstab (mount -a, mount /mnt/data):
+  /srv/store  /mnt/data  fuse.at1fs  nodev,nosuid,cache_size=512MiB  0  0
+needs a symlink to at1 named /sbin/mount.fuse.at1fs (mount(8) runs it), or
+named at1fs in /usr/local/sbin or /usr/sbin (mount.fuse3 runs it; it adds
+dev,suid unless nodev,nosuid are given). Run under either name, at1 takes
+the mount helper's arguments: SOURCE MOUNTPOINT [-o OPTIONS] [-s] [-n] [-v].
+The mount shows as type fuse.at1fs with the store as its source (mount,
+findmnt, df).
+
+Exit status:
+  0  mounted (the mount is live when at1 mount returns)
+  1  error: a missing store or mount point, a busy mount point, no FUSE
+  2  usage error: unknown or bad arguments and options";
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
-    /// The store directory (created objects live here).
+    /// The store directory: the files' tree and their objects live here
+    /// (laid out on first use).
     pub store: PathBuf,
+    /// The directory to mount on.
     pub mountpoint: PathBuf,
+    /// Mount options, comma-separated (see below); may be repeated.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Ignore unknown -o options instead of refusing them (mount(8) -s).
+    #[arg(short = 's', long)]
+    pub sloppy: bool,
     /// Stay in the foreground (log to stderr) instead of daemonizing.
     #[arg(long)]
     pub foreground: bool,
-    #[arg(long, value_enum, default_value_t = BackendArg::Zstd)]
-    pub backend: BackendArg,
-    /// Backend level for every block (default: zstd 19 for raw frames, 5 for
-    /// columns; xz 9).
-    #[arg(long)]
-    pub level: Option<i32>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Memory for decoded blocks (e.g. 256MiB, 1GiB).
-    #[arg(long, default_value = "256MiB")]
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
     pub cache_size: String,
     /// Directory for write staging files (default: inside the store).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub staging: Option<PathBuf>,
     /// Let other users access the mount (needed when root runs it for
     /// other users, e.g. pjdfstest).
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount read-only: every change fails with EROFS.
     #[arg(long)]
     pub read_only: bool,
-    /// Threads serving kernel requests.
-    #[arg(long, default_value_t = 4)]
-    pub threads: usize,
+    /// Threads serving kernel requests (each with its own /dev/fuse clone).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub fuse_threads: usize,
     /// Memory one query may use for its sort keys and groups (e.g. 256MiB);
-    /// a query that needs more is refused with an error saying so.
-    #[arg(long, default_value = "256MiB")]
+    /// a query that needs more is stopped with an error saying so.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
     pub query_memory: String,
     /// Seconds one query may run before it is stopped (0: no limit).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub query_timeout: u64,
     /// Queries running at once (default: the number of cores, at least 2);
     /// one user holds at most all but one of them.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub query_threads: Option<usize>,
     /// Log file of the background daemon (default: STORE/.at1/mount.log).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     #[command(flatten)]
     pub layout: LayoutArgs,
+}
+
+/// The mount's settings: the flags, then the `-o` options over them.
+#[derive(Debug, Clone)]
+struct Settings {
+    read_only: bool,
+    allow_other: bool,
+    allow_root: bool,
+    cache_size: String,
+    staging: Option<PathBuf>,
+    log: Option<PathBuf>,
+    backend: BackendArgs,
+    layout: LayoutArgs,
+    fuse_threads: usize,
+    query_memory: String,
+    query_timeout: u64,
+    query_threads: Option<usize>,
+    /// Kernel flags asked for (dev, nosuid, noatime, ...), the last of each
+    /// pair winning.
+    kernel: Vec<fuser::MountOption>,
+}
+
+impl Settings {
+    fn from_args(args: &MountArgs) -> Result<Settings> {
+        let mut s = Settings {
+            read_only: args.read_only,
+            allow_other: args.allow_other,
+            allow_root: false,
+            cache_size: args.cache_size.clone(),
+            staging: args.staging.clone(),
+            log: args.log.clone(),
+            backend: args.backend.clone(),
+            layout: args.layout.clone(),
+            fuse_threads: args.fuse_threads,
+            query_memory: args.query_memory.clone(),
+            query_timeout: args.query_timeout,
+            query_threads: args.query_threads,
+            kernel: Vec::new(),
+        };
+        for option in args.options.iter().flat_map(|list| list.split(',')).filter(|o| !o.is_empty()) {
+            s.apply(option, args.sloppy)?;
+        }
+        Ok(s)
+    }
+
+    /// Applies one `-o` option.
+    fn apply(&mut self, option: &str, sloppy: bool) -> Result<()> {
+        let (key, value) = match option.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (option, None),
+        };
+        let no_value = || -> Result<()> {
+            match value {
+                None => Ok(()),
+                Some(_) => Err(UsageError(format!("mount option {key} takes no value")).into()),
+            }
+        };
+        let text = |what: &str| -> Result<String> {
+            value.filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| UsageError(format!("mount option {key} needs a value: {key}={what}")).into())
+        };
+        let number =
+            |what: &str| -> Result<usize> { text(what)?.parse().map_err(|_| UsageError(format!("mount option {key}: {option:?} is not a number")).into()) };
+        if let Some((on, off)) = kernel_flag(key) {
+            no_value()?;
+            self.kernel.retain(|k| *k != on && *k != off);
+            self.kernel.push(on);
+            return Ok(());
+        }
+        match key {
+            "ro" | "rw" => {
+                no_value()?;
+                self.read_only = key == "ro";
+            }
+            "allow_other" => {
+                no_value()?;
+                self.allow_other = true;
+            }
+            "allow_root" => {
+                no_value()?;
+                self.allow_root = true;
+            }
+            "default_permissions" => no_value()?,
+            "cache_size" => self.cache_size = text("SIZE")?,
+            "staging" => self.staging = Some(text("DIR")?.into()),
+            "log" => self.log = Some(text("FILE")?.into()),
+            "level" => self.backend.level = Some(number("N")? as i32),
+            "backend" => {
+                self.backend.backend = match text("zstd|xz")?.as_str() {
+                    "zstd" => BackendArg::Zstd,
+                    "xz" => BackendArg::Xz,
+                    other => return Err(UsageError(format!("mount option backend={other}: the backends are zstd and xz")).into()),
+                }
+            }
+            "threads" => self.layout.threads = Some(number("N")?),
+            "fuse_threads" => self.fuse_threads = number("N")?,
+            "query_memory" => self.query_memory = text("SIZE")?,
+            "query_timeout" => self.query_timeout = number("SECONDS")? as u64,
+            "query_threads" => self.query_threads = Some(number("N")?),
+            // What mount(8) and fstab pass along for themselves.
+            "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" | "relatime" => {}
+            _ if key.starts_with("x-") || key == "comment" => {}
+            _ if sloppy => log::warn!("ignoring unknown mount option {option:?} (-s)"),
+            _ => return Err(UsageError(format!("unknown mount option {option:?} (at1 mount --help lists them)")).into()),
+        }
+        Ok(())
+    }
+}
+
+/// The kernel flag an option names, and the one it cancels.
+fn kernel_flag(key: &str) -> Option<(fuser::MountOption, fuser::MountOption)> {
+    use fuser::MountOption as K;
+    Some(match key {
+        "dev" => (K::Dev, K::NoDev),
+        "nodev" => (K::NoDev, K::Dev),
+        "suid" => (K::Suid, K::NoSuid),
+        "nosuid" => (K::NoSuid, K::Suid),
+        "exec" => (K::Exec, K::NoExec),
+        "noexec" => (K::NoExec, K::Exec),
+        "atime" => (K::Atime, K::NoAtime),
+        "noatime" => (K::NoAtime, K::Atime),
+        "sync" => (K::Sync, K::Async),
+        "async" => (K::Async, K::Sync),
+        "dirsync" => (K::DirSync, K::DirSync),
+        _ => return None,
+    })
 }
 
 /// Parses sizes like `256MiB`, `1GiB`, `64M`, `1000`.
@@ -80,7 +242,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "g" | "gb" | "gib" => 1 << 30,
         other => bail!("unknown size unit {other:?} in {s:?}"),
     };
-    Ok(n * mult)
+    n.checked_mul(mult).with_context(|| format!("size {s:?} is too large"))
 }
 
 /// Mount points from /proc/self/mountinfo: (mount point, fs type, source).
@@ -94,6 +256,26 @@ fn mounts() -> Vec<(PathBuf, String, String)> {
             Some((PathBuf::from(point), fields.get(dash + 1)?.to_string(), unescape(fields.get(dash + 2)?)))
         })
         .collect()
+}
+
+/// The file system type an at1fs mount shows (`fuse.` + its subtype).
+pub const FS_TYPE: &str = "fuse.at1fs";
+/// The source older daemons gave their mounts: `at1fs:STORE`.
+const OLD_SOURCE_PREFIX: &str = "at1fs:";
+
+/// The store behind an at1fs mount: the source of a `fuse.at1fs` mount (or
+/// of one made by an older at1, `at1fs:STORE`).
+fn store_of(fs_type: &str, source: &str) -> Option<PathBuf> {
+    if let Some(store) = source.strip_prefix(OLD_SOURCE_PREFIX) {
+        return Some(PathBuf::from(store));
+    }
+    (fs_type == FS_TYPE).then(|| PathBuf::from(source))
+}
+
+/// The store behind the at1fs mount point `dir`, if it is one.
+pub fn store_of_mount(dir: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    mounts().into_iter().filter(|(p, _, _)| *p == dir).find_map(|(_, fs_type, source)| store_of(&fs_type, &source))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -168,38 +350,41 @@ fn refuse_overlap(store: &Path, mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_config(args: &MountArgs) -> Result<MountConfig> {
-    let mut gate = GateConfig::default().with_backend(args.backend.backend());
-    if let Some(level) = args.level {
-        gate = gate.with_level(level);
-    }
-    args.layout.apply(&mut gate);
+fn mount_config(s: &Settings) -> Result<MountConfig> {
+    let mut gate = s.backend.gate_config()?;
+    s.layout.apply(&mut gate);
+    let cache_size = parse_size(&s.cache_size).map_err(|e| UsageError(format!("cache size: {e:#}")))?;
     let limits = at1::query::Limits {
-        memory: parse_size(&args.query_memory)?,
-        timeout: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
+        memory: parse_size(&s.query_memory).map_err(|e| UsageError(format!("query memory: {e:#}")))?,
+        timeout: (s.query_timeout > 0).then(|| Duration::from_secs(s.query_timeout)),
         spill_dir: None,
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sql = at1::fs::sql::SqlConfig { limits, workers: args.query_threads.unwrap_or(cores.max(2)).max(1) };
-    Ok(MountConfig { gate, cache_size: parse_size(&args.cache_size)?, read_only: args.read_only, sql })
+    let sql = at1::fs::sql::SqlConfig { limits, workers: s.query_threads.unwrap_or(cores.max(2)).max(1) };
+    Ok(MountConfig { gate, cache_size, read_only: s.read_only, sql })
 }
 
-fn fuser_config(args: &MountArgs, store: &Path) -> fuser::Config {
+fn fuser_config(s: &Settings, store: &Path) -> fuser::Config {
     use fuser::MountOption;
     let mut cfg = fuser::Config::default();
+    // The store is the source (what mount, findmnt and df show); the type
+    // is fuse.at1fs.
     cfg.mount_options = vec![
-        MountOption::FSName(format!("at1fs:{}", store.display())),
+        MountOption::FSName(store.display().to_string()),
         MountOption::Subtype("at1fs".into()),
         MountOption::DefaultPermissions,
-        // Read-write for the kernel even with --read-only: the daemon
+        // Read-write for the kernel even when read-only: the daemon
         // refuses every change itself (EROFS), and `.at1/sql` still takes
         // queries.
         MountOption::RW,
     ];
-    if args.allow_other {
+    cfg.mount_options.extend(s.kernel.iter().cloned());
+    if s.allow_other {
         cfg.acl = fuser::SessionACL::All;
+    } else if s.allow_root {
+        cfg.acl = fuser::SessionACL::RootAndOwner;
     }
-    cfg.n_threads = Some(args.threads.max(1));
+    cfg.n_threads = Some(s.fuse_threads.max(1));
     cfg.clone_fd = true;
     cfg
 }
@@ -208,13 +393,14 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the fuse module or run where FUSE is available");
     }
+    let settings = Settings::from_args(args)?;
     let mountpoint = absolute(&args.mountpoint)?;
-    let cfg = mount_config(args)?;
+    let cfg = mount_config(&settings)?;
     refuse_overlap(&args.store, &mountpoint)?;
-    let store = Store::open(&args.store, args.staging.as_deref())?;
+    let store = Store::open(&args.store, settings.staging.as_deref())?;
     prepare_mountpoint(&mountpoint)?;
     if args.foreground {
-        return serve(args, store, cfg, &mountpoint, None);
+        return serve(&settings, store, cfg, &mountpoint, None);
     }
     // Fork before any thread exists. The child reports through the pipe.
     let mut fds = [0; 2];
@@ -230,13 +416,13 @@ pub fn mount(args: &MountArgs) -> Result<()> {
         0 => {
             drop(read_end);
             let mut report = File::from(write_end);
-            let log = args.log.clone().unwrap_or_else(|| store.root().join(WORK_DIR).join("mount.log"));
+            let log = settings.log.clone().unwrap_or_else(|| store.root().join(WORK_DIR).join("mount.log"));
             if let Err(e) = detach_from_terminal(&log) {
                 let _ = writeln!(report, "ERR cannot start the daemon: {e}");
                 std::process::exit(1);
             }
             let ready = report.try_clone()?;
-            let result = serve(args, store, cfg, &mountpoint, Some(ready));
+            let result = serve(&settings, store, cfg, &mountpoint, Some(ready));
             if let Err(e) = &result {
                 log::error!("mount failed: {e:#}");
                 let _ = writeln!(report, "ERR {e:#}");
@@ -278,7 +464,7 @@ fn detach_from_terminal(log: &Path) -> Result<()> {
 
 /// Mounts and serves until unmounted. `ready` is told once the mount is
 /// live.
-fn serve(args: &MountArgs, store: Store, cfg: MountConfig, mountpoint: &Path, ready: Option<File>) -> Result<()> {
+fn serve(settings: &Settings, store: Store, cfg: MountConfig, mountpoint: &Path, ready: Option<File>) -> Result<()> {
     // New files get exactly the mode the kernel asks for.
     // SAFETY: umask has no failure mode.
     unsafe {
@@ -291,18 +477,17 @@ fn serve(args: &MountArgs, store: Store, cfg: MountConfig, mountpoint: &Path, re
     let store_root = store.root().to_path_buf();
     let fs = At1Fs::new(store, cfg)?;
     let notifier = fs.notifier_slot();
-    let mut session = fuser::Session::new(fs, mountpoint, &fuser_config(args, &store_root))
-        .with_context(|| format!("mounting {} on {}", store_root.display(), mountpoint.display()))?;
+    let (session, mut unmounter) =
+        start_session(fs, settings, &store_root, mountpoint).with_context(|| format!("mounting {} on {}", store_root.display(), mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
-    let mut unmounter = session.unmount_callable();
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP]);
     let mountpoint_owned = mountpoint.to_path_buf();
     if let Ok(mut signals) = signals {
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: unmounting");
-                if unmounter.unmount().is_err() {
+                if unmounter.unmount(&mountpoint_owned).is_err() {
                     // Busy: detach now; the session ends when the last
                     // open file is closed.
                     let _ = detach(&mountpoint_owned);
@@ -318,6 +503,98 @@ fn serve(args: &MountArgs, store: Store, cfg: MountConfig, mountpoint: &Path, re
     let _ = std::fs::remove_file(&pid_file);
     log::info!("unmounted {}", mountpoint.display());
     Ok(result?)
+}
+
+/// Who unmounts on a signal: fuser, for a mount it made, or the kernel
+/// mount this daemon made itself.
+enum Unmounter {
+    Fuser(fuser::SessionUnmounter),
+    Kernel,
+}
+
+impl Unmounter {
+    fn unmount(&mut self, mountpoint: &Path) -> Result<()> {
+        match self {
+            Unmounter::Fuser(u) => Ok(u.unmount()?),
+            Unmounter::Kernel => {
+                let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
+                // SAFETY: a valid C path.
+                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                    bail!("umount: {}", std::io::Error::last_os_error());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Mounts and makes the FUSE session. As root, the mount is made here, with
+/// the type `fuse.at1fs` (fuser's own mount(2) says only `fuse`; as a user
+/// it goes through fusermount3, which passes the subtype on).
+fn start_session(fs: At1Fs, settings: &Settings, store: &Path, mountpoint: &Path) -> Result<(fuser::Session<At1Fs>, Unmounter)> {
+    let config = fuser_config(settings, store);
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        let mut session = fuser::Session::new(fs, mountpoint, &config)?;
+        let unmounter = Unmounter::Fuser(session.unmount_callable());
+        return Ok((session, unmounter));
+    }
+    let fd = kernel_mount(settings, store, mountpoint)?;
+    match fuser::Session::from_fd(fs, fd, config.acl, config) {
+        Ok(session) => Ok((session, Unmounter::Kernel)),
+        Err(e) => {
+            // No session to serve it: take the mount away again.
+            let _ = detach(mountpoint);
+            Err(e.into())
+        }
+    }
+}
+
+/// mount(2) of a new FUSE connection, as libfuse does it for root: type
+/// `fuse.at1fs`, the store as the source. Returns the `/dev/fuse`
+/// descriptor the session serves.
+fn kernel_mount(settings: &Settings, store: &Path, mountpoint: &Path) -> Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/fuse").context("/dev/fuse")?;
+    let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    // SAFETY: getuid and getgid have no failure mode.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!("fd={},rootmode={root_mode:o},user_id={uid},group_id={gid},default_permissions", dev.as_raw_fd());
+    if settings.allow_other || settings.allow_root {
+        // allow_root is allow_other to the kernel; the session lets only
+        // root and the owner in.
+        data.push_str(",allow_other");
+    }
+    let flags = mount_flags(settings);
+    let c = |p: &std::ffi::OsStr| std::ffi::CString::new(p.as_bytes());
+    let (source, target, fs_type, data) = (c(store.as_os_str())?, c(mountpoint.as_os_str())?, c(FS_TYPE.as_ref())?, std::ffi::CString::new(data)?);
+    // SAFETY: valid C strings that outlive the call.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fs_type.as_ptr(), flags, data.as_ptr().cast()) } != 0 {
+        bail!("mount: {}", std::io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(dev))
+}
+
+/// The mount(2) flags of the settings: nodev and nosuid unless dev or suid
+/// were asked for (as fuser and libfuse default).
+fn mount_flags(settings: &Settings) -> libc::c_ulong {
+    use fuser::MountOption as K;
+    let has = |o: K| settings.kernel.contains(&o);
+    let mut flags = 0;
+    for (set, flag) in [
+        (!has(K::Dev), libc::MS_NODEV),
+        (!has(K::Suid), libc::MS_NOSUID),
+        (has(K::NoExec), libc::MS_NOEXEC),
+        (has(K::NoAtime), libc::MS_NOATIME),
+        (has(K::Sync), libc::MS_SYNCHRONOUS),
+        (has(K::DirSync), libc::MS_DIRSYNC),
+    ] {
+        if set {
+            flags |= flag;
+        }
+    }
+    flags
 }
 
 /// A mount keeps no file descriptor per file (objects are mapped), but
@@ -336,12 +613,11 @@ fn raise_fd_limit() {
 /// `at1 unmount`: unmounts, then waits for the daemon to finish.
 pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     let mountpoint = absolute(mountpoint)?;
-    let Some((_, _, source)) = mounts().into_iter().find(|(p, _, _)| *p == mountpoint) else {
+    let Some((_, fs_type, source)) = mounts().into_iter().find(|(p, _, _)| *p == mountpoint) else {
         bail!("{} is not mounted", mountpoint.display());
     };
-    let pid = source
-        .strip_prefix("at1fs:")
-        .and_then(|store| std::fs::read_to_string(Path::new(store).join(WORK_DIR).join("daemon.pid")).ok())
+    let pid = store_of(&fs_type, &source)
+        .and_then(|store| std::fs::read_to_string(store.join(WORK_DIR).join("daemon.pid")).ok())
         .and_then(|s| s.trim().parse::<i32>().ok());
     let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
     // SAFETY: a valid C path.

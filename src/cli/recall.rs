@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use at1::format::Table;
@@ -24,7 +24,14 @@ struct Access {
 }
 
 pub fn run(path: &Path, json_out: bool, xz_level: u32) -> Result<()> {
-    let object = Arc::new(Object::open(path)?);
+    super::check_not_a_directory(path)?;
+    let object = Arc::new(Object::open(path).with_context(|| format!("{}", path.display()))?);
+    measure(path, &object, json_out, xz_level).with_context(|| format!("{}", path.display()))
+}
+
+fn measure(path: &Path, object: &Arc<Object>, json_out: bool, xz_level: u32) -> Result<()> {
+    let object = object.clone();
+    let mut w = io::stdout().lock();
     let meta = object.metadata_len();
     let accesses = match object.table() {
         Some(table) if !table.row_groups.is_empty() => table_accesses(&object, table)?,
@@ -51,22 +58,24 @@ pub fn run(path: &Path, json_out: bool, xz_level: u32) -> Result<()> {
             out[format!("{}_blocks", a.name)] = a.cost.map_or(Value::Null, |c| Value::from(c.blocks_decoded));
             out[format!("{}_detail", a.name)] = Value::from(a.detail.clone());
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(w, "{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
     let pct = |n: u64| 100.0 * n as f64 / original.max(1) as f64;
-    println!("{}: {} original bytes", path.display(), original);
-    println!(
+    writeln!(w, "{}: {} original bytes", path.display(), original)?;
+    writeln!(
+        w,
         "IDLE RESIDENT   at1 {:>12} B ({:6.2}%)   xz -{xz_level} whole file {:>12} B ({:6.2}%)",
         object.stored_len(),
         pct(object.stored_len()),
         xz_bytes,
         pct(xz_bytes)
-    );
-    println!("RECALL COST (bytes materialized, cold: metadata {meta} B + blocks read)");
+    )?;
+    writeln!(w, "RECALL COST (bytes materialized, cold: metadata {meta} B + blocks read)")?;
     for a in &accesses {
         match total(a) {
-            Some(b) => println!(
+            Some(b) => writeln!(
+                w,
                 "  {:<10} at1 {:>12} B ({:6.3}%)  decoded {:>12} B   xz {:>12} B (100% of archive)   {}",
                 a.name,
                 b,
@@ -74,11 +83,11 @@ pub fn run(path: &Path, json_out: bool, xz_level: u32) -> Result<()> {
                 a.cost.map_or(0, |c| c.bytes_decoded),
                 xz_bytes,
                 a.detail
-            ),
-            None => println!("  {:<10} n/a: {}", a.name, a.detail),
+            )?,
+            None => writeln!(w, "  {:<10} n/a: {}", a.name, a.detail)?,
         }
     }
-    println!("  4 KiB read, worst case over every segment: {} B read, {} B decoded", worst_4k.bytes_read + meta, worst_4k.bytes_decoded);
+    writeln!(w, "  4 KiB read, worst case over every segment: {} B read, {} B decoded", worst_4k.bytes_read + meta, worst_4k.bytes_decoded)?;
     Ok(())
 }
 

@@ -10,14 +10,17 @@
 
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
 use at1::access::Caller;
 use at1::query::pool::QUERY_STACK;
-use at1::query::{self, FileSource, Limits, OutputFormat, Source, StoreSource};
+use at1::query::{self, FileSource, Limits, OutputFormat, QueryError, Source, StoreSource};
+use at1::reader::Object;
+use at1::store::OBJECT_SUFFIX;
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum FormatArg {
@@ -25,17 +28,40 @@ pub enum FormatArg {
     Csv,
 }
 
-/// Whether `dir` is the mount point of an at1fs mount (from
-/// /proc/self/mountinfo: type `fuse.at1fs`).
-fn is_at1fs_mount(dir: &Path) -> bool {
-    let Ok(dir) = std::fs::canonicalize(dir) else { return false };
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = dir.to_string_lossy().replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012");
-    text.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-");
-        fields.get(4) == Some(&want.as_str()) && dash.and_then(|d| fields.get(d + 1)) == Some(&"fuse.at1fs")
-    })
+/// One file given as ROOT: the query's FROM must name it (its path as
+/// given, its file name, or either without `.at1`), so that a query meant
+/// for another file is refused rather than run on this one.
+struct OneFile {
+    given: PathBuf,
+    file: FileSource,
+}
+
+impl OneFile {
+    fn names(&self) -> Vec<String> {
+        let given = self.given.display().to_string();
+        let file_name = self.given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut names = vec![given, file_name];
+        for n in names.clone() {
+            if let Some(stem) = n.strip_suffix(OBJECT_SUFFIX).filter(|s| !s.is_empty()) {
+                names.push(stem.to_string());
+            }
+        }
+        names
+    }
+}
+
+impl Source for OneFile {
+    fn open(&self, path: &str) -> Result<Arc<Object>, QueryError> {
+        let from = path.trim_start_matches("./");
+        if !self.names().iter().any(|n| n.trim_start_matches("./") == from) {
+            return Err(QueryError::Plan(format!(
+                "FROM {path} does not name {}, the one file this query runs on (use FROM {})",
+                self.given.display(),
+                self.given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            )));
+        }
+        self.file.open(path)
+    }
 }
 
 pub fn run(root: &Path, sql: &str, format: FormatArg) -> Result<()> {
@@ -55,34 +81,19 @@ pub fn run(root: &Path, sql: &str, format: FormatArg) -> Result<()> {
 
 fn run_here(root: &Path, sql: &str, format: OutputFormat) -> Result<()> {
     let meta = std::fs::metadata(root).with_context(|| format!("{}", root.display()))?;
-    if meta.is_dir() && is_at1fs_mount(root) {
+    if meta.is_dir() && super::mount::store_of_mount(root).is_some() {
         return through_mount(root, sql, format);
     }
     let source: Box<dyn Source> = if meta.is_dir() {
         Box::new(StoreSource { root: root.to_path_buf(), caller: Caller::current_process(), scratch: None })
     } else {
-        check_from_names_file(sql, root)?;
-        Box::new(FileSource { path: root.to_path_buf() })
+        Box::new(OneFile { given: root.to_path_buf(), file: FileSource { path: root.to_path_buf() } })
     };
     // Built aside first: an error never leaves half a result on stdout.
     let mut spool = tempfile::SpooledTempFile::new(16 << 20);
     query::execute(sql, &*source, None, format, &Limits::default(), &mut spool)?;
     spool.rewind()?;
     copy_to_stdout(&mut spool)
-}
-
-/// For a query on one file: its FROM must name that file (by its path as
-/// given, or its file name), so a query meant for another table never runs
-/// on this one.
-fn check_from_names_file(sql: &str, file: &Path) -> Result<()> {
-    let from = query::plan::parse(sql)?.path;
-    let given = file.to_string_lossy();
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let from_trimmed = from.trim_start_matches("./");
-    if from_trimmed != given.trim_start_matches("./") && from_trimmed != name {
-        bail!("the query reads {from}, but the file given is {given}: name the file in FROM (e.g. FROM {name}), or give a store or mount point");
-    }
-    Ok(())
 }
 
 /// Runs the query through the mount's `.at1/sql`.
@@ -130,8 +141,8 @@ fn copy_to_stdout(from: &mut dyn Read) -> Result<()> {
         if n == 0 {
             break;
         }
-        stdout.write_all(&buf[..n])?;
+        stdout.write_all(&buf[..n]).context("stdout")?;
     }
-    stdout.flush()?;
+    stdout.flush().context("stdout")?;
     Ok(())
 }

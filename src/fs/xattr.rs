@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::ReplyXattr;
+use sha2::Digest;
 
 use super::error::{errno, FsError, FsResult};
 use super::inode::{is_control, NodeKind};
@@ -29,46 +30,74 @@ pub fn reply_sized(reply: ReplyXattr, value: &[u8], size: u32) {
     }
 }
 
+/// What a regular file's content is, for its `user.at1.*` attributes.
+enum Content {
+    Object(Box<Object>),
+    /// A managed file never written: no object.
+    Empty,
+    /// Raw bytes in the store (not an object), of this length.
+    Plain(u64),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn is_virtual(name: &OsStr) -> bool {
     name.as_bytes().starts_with(VIRTUAL_PREFIX)
 }
 
 impl At1Fs {
-    fn is_regular(&self, ino: u64) -> bool {
-        matches!(self.kind(ino), Ok(NodeKind::Regular(_)))
+    /// What a regular file's `user.at1.*` attributes describe.
+    fn content(&self, ino: u64) -> FsResult<Content> {
+        let NodeKind::Regular(kind) = self.kind(ino)? else { return Err(errno(libc::ENODATA)) };
+        match kind {
+            RegularKind::Managed(id) => match Object::open(&store::Anchored::new(self.store.object_path(&id))?) {
+                Ok(o) => Ok(Content::Object(Box::new(o))),
+                // A file never written has no object: it is empty, as one
+                // truncated to nothing is (whose object is the empty one).
+                Err(crate::reader::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Content::Empty),
+                Err(e) => Err(FsError::Read(e)),
+            },
+            RegularKind::Bare => Ok(Content::Object(Box::new(Object::open(&self.tree_path(ino)?).map_err(FsError::Read)?))),
+            RegularKind::Plain => Ok(Content::Plain(std::fs::metadata(&*self.tree_path(ino)?).map(|m| m.len()).unwrap_or(0))),
+        }
     }
 
     /// The value of a `user.at1.*` attribute of a regular file.
     fn virtual_xattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
-        let NodeKind::Regular(kind) = self.kind(ino)? else { return Err(errno(libc::ENODATA)) };
-        let path = match &kind {
-            RegularKind::Managed(id) => store::Anchored::new(self.store.object_path(id))?,
-            _ => self.tree_path(ino)?,
-        };
-        let object = match kind {
-            RegularKind::Plain => None,
-            _ => match Object::open(&path) {
-                Ok(o) => Some(o),
-                Err(crate::reader::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(FsError::Read(e)),
-            },
-        };
-        let plain_len = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let (original, stored) = match &object {
-            Some(o) => (o.original_len(), o.stored_len()),
-            None => (plain_len(), plain_len()),
+        let content = self.content(ino)?;
+        let (original, stored) = match &content {
+            Content::Object(o) => (o.original_len(), o.stored_len()),
+            Content::Empty => (0, 0),
+            Content::Plain(len) => (*len, *len),
         };
         let value = match name {
             b"original_bytes" => original.to_string(),
             b"stored_bytes" | b"idle_bytes" => stored.to_string(),
             b"ratio" => format!("{:.3}", if stored == 0 { 0.0 } else { original as f64 / stored as f64 }),
-            b"codec" => object.as_ref().map_or("none", |o| o.codec_summary()).to_string(),
-            b"sha256" => match &object {
-                Some(o) => o.trailer().original_sha256.iter().map(|b| format!("{b:02x}")).collect(),
-                None => return Err(errno(libc::ENODATA)),
+            b"codec" => match &content {
+                Content::Object(o) => o.codec_summary(),
+                Content::Empty => "empty",
+                Content::Plain(_) => "none",
+            }
+            .to_string(),
+            b"sha256" => match &content {
+                Content::Object(o) => hex(&o.trailer().original_sha256),
+                Content::Empty => hex(&sha2::Sha256::digest(b"")),
+                // Not kept for bytes put in the store by hand (and not listed).
+                Content::Plain(_) => return Err(errno(libc::ENODATA)),
             },
-            b"blocks" => object.as_ref().map_or(0, |o| o.footer().blocks.len()).to_string(),
-            b"recall_point_bytes" => object.as_ref().map_or(original, |o| o.point_recall_bytes()).to_string(),
+            b"blocks" => match &content {
+                Content::Object(o) => o.footer().blocks.len(),
+                _ => 0,
+            }
+            .to_string(),
+            b"recall_point_bytes" => match &content {
+                Content::Object(o) => o.point_recall_bytes(),
+                _ => original,
+            }
+            .to_string(),
             _ => return Err(errno(libc::ENODATA)),
         };
         Ok(value.into_bytes())
@@ -93,8 +122,8 @@ impl At1Fs {
             out.extend_from_slice(n.as_bytes());
             out.push(0);
         }
-        if self.is_regular(ino) {
-            for n in VIRTUAL_NAMES {
+        if let Ok(NodeKind::Regular(kind)) = self.kind(ino) {
+            for n in VIRTUAL_NAMES.into_iter().filter(|n| *n != "sha256" || kind != RegularKind::Plain) {
                 out.extend_from_slice(VIRTUAL_PREFIX);
                 out.extend_from_slice(n.as_bytes());
                 out.push(0);

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
@@ -513,66 +514,106 @@ impl Reader {
 
     /// Decodes every segment in order into `out`, then checks the SHA-256 of
     /// everything written against the trailer's. Segments are decoded on
-    /// all cores and written in order; at most a few are held at once.
-    pub fn extract(&self, out: &mut dyn io::Write, mut progress: impl FnMut(u64)) -> Result<AccessCost, ReadError> {
-        use sha2::Digest;
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let n = self.segment_count();
+    /// all cores (at most 8) and written in order; at most a few are held
+    /// at once.
+    pub fn extract(&self, out: &mut dyn io::Write, progress: impl FnMut(u64)) -> Result<AccessCost, ReadError> {
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
+        self.extract_with_threads(out, threads, progress)
+    }
+
+    /// [`Reader::extract`] with `threads` decoders.
+    ///
+    /// Every way out ends the decoders promptly: an error of any segment
+    /// stops them taking new ones, and the receiving end of their channel
+    /// is dropped as soon as the writer stops (a write error, a corrupt
+    /// segment), so a decoder blocked on a full channel gets an error from
+    /// `send` instead of waiting for ever for a reader that is gone.
+    pub fn extract_with_threads(&self, out: &mut dyn io::Write, threads: usize, mut progress: impl FnMut(u64)) -> Result<AccessCost, ReadError> {
+        use sha2::Digest;
+        let threads = threads.max(1);
         let mut sha = sha2::Sha256::new();
         let mut cost = AccessCost::default();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Arc<Vec<u8>>, ReadError>, AccessCost)>(threads * 2);
-        let result: Result<(), ReadError> = std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<Decoded>(threads * 2);
+        std::thread::scope(|scope| {
             for _ in 0..threads {
                 let (tx, next, stop) = (tx.clone(), &next, &stop);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let mut c = AccessCost::default();
-                    let text = self.segment_text(i, &mut c);
-                    if tx.send((i, text, c)).is_err() {
-                        return;
-                    }
-                });
+                scope.spawn(move || self.decode_segments(next, stop, &tx));
             }
             drop(tx);
-            let mut pending = std::collections::BTreeMap::new();
-            let mut expect = 0;
-            let mut released = 0;
-            for (i, text, c) in rx.iter() {
-                cost.add(c);
-                pending.insert(i, text);
-                while let Some(text) = pending.remove(&expect) {
-                    self.object.release_pages_below(self.object.segment_stored_end(expect), &mut released);
-                    let written = text.and_then(|t| {
-                        sha.update(&t[..]);
-                        out.write_all(&t)?;
-                        Ok(t.len() as u64)
-                    });
-                    match written {
-                        Ok(len) => progress(len),
-                        Err(e) => {
-                            // Workers stop; dropping the receiver ends them.
-                            stop.store(true, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                    expect += 1;
-                }
+            let written = self.write_in_order(rx, out, &mut sha, &mut cost, &mut progress);
+            if written.is_err() {
+                stop.store(true, Ordering::Relaxed);
             }
-            Ok(())
-        });
-        result?;
+            written
+        })?;
         if sha.finalize()[..] != self.object.trailer.original_sha256 {
             return Err(ReadError::Format(FormatError::Inconsistent("SHA-256 of the decoded bytes does not match the trailer".into())));
         }
         Ok(cost)
     }
+
+    /// A decoder of [`Reader::extract`]: takes the next segment until none
+    /// is left or `stop` is set, and sends what it decoded (or its error).
+    fn decode_segments(&self, next: &AtomicUsize, stop: &AtomicBool, tx: &crossbeam_channel::Sender<Decoded>) {
+        let n = self.segment_count();
+        // `stop` is read before a segment is taken, never after: a segment
+        // taken is always sent, so the writer never waits for one that a
+        // stopped decoder dropped.
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return;
+            }
+            let mut cost = AccessCost::default();
+            let text = self.segment_text(i, &mut cost);
+            if text.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            if tx.send((i, text, cost)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The writer of [`Reader::extract`]: writes decoded segments in order.
+    /// Owns the receiver, so that returning (on any error) closes the
+    /// channel and unblocks every decoder.
+    fn write_in_order(
+        &self,
+        rx: crossbeam_channel::Receiver<Decoded>,
+        out: &mut dyn io::Write,
+        sha: &mut sha2::Sha256,
+        cost: &mut AccessCost,
+        progress: &mut impl FnMut(u64),
+    ) -> Result<(), ReadError> {
+        use sha2::Digest;
+        let mut pending = std::collections::BTreeMap::new();
+        let mut expect = 0;
+        let mut released = 0;
+        for (i, text, c) in rx.iter() {
+            cost.add(c);
+            pending.insert(i, text);
+            while let Some(text) = pending.remove(&expect) {
+                self.object.release_pages_below(self.object.segment_stored_end(expect), &mut released);
+                let text = text?;
+                sha.update(&text[..]);
+                out.write_all(&text)?;
+                progress(text.len() as u64);
+                expect += 1;
+            }
+        }
+        if expect != self.segment_count() {
+            return Err(FormatError::Inconsistent(format!("segment {expect} was never decoded")).into());
+        }
+        Ok(())
+    }
 }
+
+/// What a decoder of [`Reader::extract`] sends: a segment's index, its
+/// verified text or the error, and what decoding it cost.
+type Decoded = (usize, Result<Arc<Vec<u8>>, ReadError>, AccessCost);
 
 /// Whole-object check: every block CRC, every segment decoded and checked,
 /// and the SHA-256 of the whole. Names the first bad block or segment.
