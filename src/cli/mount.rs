@@ -28,8 +28,9 @@ Mount options (-o, comma-separated, also from fstab):
   staging=DIR, log=FILE     --staging, --log
   backend=zstd|xz, level=N  --backend, --level
   threads=N, fuse_threads=N --threads, --fuse-threads
-  query_memory=SIZE, query_timeout=SECONDS, query_threads=N
-                            --query-memory, --query-timeout, --query-threads
+  query_memory=SIZE         --query-memory
+  query_timeout=SECONDS     --query-timeout
+  query_threads=N           --query-threads
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
   dirsync                   kernel flags (default: nodev, nosuid)
   default_permissions       always on
