@@ -34,6 +34,10 @@ pub const TRAILER_MAGIC: [u8; 4] = *b"AT1$";
 
 /// Sanity bound on a footer's decoded size; a larger claim is corruption.
 pub const MAX_FOOTER_BYTES: u64 = 1 << 30;
+/// Most bytes a block may decode to, and most original bytes one segment
+/// may hold (§6.2, §6.3): what one decode may allocate, whatever an object
+/// claims. Writers cut frames and row groups far smaller (128 KiB).
+pub const MAX_BLOCK_BYTES: u64 = 1 << 30;
 
 /// Why bytes are not a valid `.at1` object (or not this part of one).
 #[derive(Debug, Error)]

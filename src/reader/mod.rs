@@ -34,7 +34,8 @@ use crate::codec::columnar::{self, ColumnChunk};
 use crate::codec::ints::IntPacking;
 use crate::codec::{backend, decode_segment, BlockSource, CodecError};
 use crate::format::{
-    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN, TRAILER_LEN,
+    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupMeta, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN,
+    TRAILER_LEN,
 };
 
 /// Why a read failed.
@@ -149,12 +150,8 @@ impl Object {
         let trailer = Trailer::decode(&bytes[trailer_at..], len)?;
         let footer_bytes = &bytes[trailer.footer_offset as usize..trailer_at];
         let footer = decode_footer(footer_bytes, &trailer)?;
-        let mut row_group_segment = vec![usize::MAX; footer.table.as_ref().map_or(0, |t| t.row_groups.len())];
-        for (i, s) in footer.segments.iter().enumerate() {
-            if let SegmentKind::RowGroup(rg) = s.kind {
-                row_group_segment[rg as usize] = i;
-            }
-        }
+        // The layout check made the k-th row group segment name row group k.
+        let row_group_segment = footer.segments.iter().enumerate().filter(|(_, s)| matches!(s.kind, SegmentKind::RowGroup(_))).map(|(i, _)| i).collect();
         let key = ObjectKey { sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])), footer_crc: trailer.footer_crc32c };
         Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()), column_dictionaries: Mutex::new(HashMap::new()) })
     }
@@ -315,6 +312,37 @@ impl Object {
     fn segment_index_at(&self, offset: u64) -> usize {
         self.footer.segments.partition_point(|s| s.offset + s.len <= offset)
     }
+}
+
+/// What a column chunk's payload says against what the footer says of it
+/// (docs/FORMAT.md §6.5): a payload is decoded lazily, so these are checked
+/// here rather than at open. Every reader of a chunk (SQL, lookups) then
+/// may rely on the footer's row count and statistics.
+fn check_chunk(chunk: &ColumnChunk, meta: &RowGroupMeta, rg: usize, col: usize) -> Result<(), FormatError> {
+    let what = || format!("column {col} of row group {rg}");
+    if chunk.rows() as u64 != meta.row_count {
+        return Err(FormatError::Inconsistent(format!("{} has {} rows but the footer says {}", what(), chunk.rows(), meta.row_count)));
+    }
+    let stats = meta.stats.get(col).ok_or_else(|| FormatError::Inconsistent(format!("{} has no statistics", what())))?;
+    if chunk.storage_type != stats.storage_type {
+        return Err(FormatError::Inconsistent(format!(
+            "{} is stored as {} but the footer says {}",
+            what(),
+            chunk.storage_type.name(),
+            stats.storage_type.name()
+        )));
+    }
+    let values = chunk.non_null_count() as u64;
+    if values != stats.values {
+        return Err(FormatError::Inconsistent(format!(
+            "{} holds {values} values and {} NULLs but its statistics say {} and {}",
+            what(),
+            meta.row_count - values,
+            stats.values,
+            stats.nulls
+        )));
+    }
+    Ok(())
 }
 
 fn charge(cost: &Cell<AccessCost>, read: u64, decoded: u64) {
@@ -481,20 +509,24 @@ impl Reader {
                 let payload = source.payload(block)?;
                 let chunk = columnar::decode_column(&payload, &|d| source.column_dictionary(d));
                 cost.add(cell.get());
-                Ok(Arc::new(chunk?))
+                let chunk = chunk?;
+                check_chunk(&chunk, meta, rg, col)?;
+                Ok(Arc::new(chunk))
             }
             RowGroupStorage::Raw { .. } => {
                 // A row group kept raw: parse its verified text back into
                 // columns with the codec's own encoder and decoder, so its
                 // values are read exactly as a columnar one's would be.
-                let segment = self.object.row_group_segment[rg];
+                let segment = *self.object.row_group_segment.get(rg).ok_or_else(|| FormatError::Inconsistent(format!("row group {rg} has no segment")))?;
                 let text = self.segment_text(segment, cost)?;
                 let at_eof = segment + 1 == self.object.footer.segments.len();
                 let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes, &[])?;
                 // The other columns came for free: keep them too.
                 let mut wanted = None;
                 for (c, enc) in encoded.columns.iter().enumerate() {
-                    let chunk = Arc::new(columnar::decode_column(&enc.payload, &columnar::no_shared)?);
+                    let chunk = columnar::decode_column(&enc.payload, &columnar::no_shared)?;
+                    check_chunk(&chunk, meta, rg, c)?;
+                    let chunk = Arc::new(chunk);
                     if c == col {
                         wanted = Some(chunk);
                     } else {

@@ -562,7 +562,15 @@ pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<Column
             if usize::from(spelling) >= value::BOOL_SPELLINGS.len() {
                 return Err(malformed("boolean spelling"));
             }
-            let bits = decode_ints(&mut r, n)?.into_iter().map(|b| b != 0).collect();
+            let bits = decode_ints(&mut r, n)?
+                .into_iter()
+                .map(|b| match b {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                })
+                .collect::<Option<Vec<bool>>>()
+                .ok_or_else(|| malformed("boolean other than 0 or 1"))?;
             Values::Bool { spelling, bits }
         }
         ValueType::String => Values::Str(decode_strings(&mut r, n, shared)?),
@@ -755,6 +763,12 @@ impl ColumnChunk {
         }
     }
 
+    /// Rows holding a value (typed or exception): what the statistics
+    /// count as values.
+    pub fn non_null_count(&self) -> usize {
+        self.codes.iter().filter(|&&c| c == CODE_VALUE || c == CODE_EXCEPTION).count()
+    }
+
     pub fn is_null(&self, row: usize) -> bool {
         self.codes[row] != CODE_VALUE && self.codes[row] != CODE_EXCEPTION
     }
@@ -907,6 +921,18 @@ mod tests {
             assert_eq!(out, t.as_bytes(), "row {row}");
         }
         assert!(decode_chunk(&enc.payload, &no_shared).is_err());
+    }
+
+    #[test]
+    fn booleans_other_than_0_or_1_are_refused() {
+        // type boolean, 2 rows, every row a value, no exceptions, spelling
+        // TRUE/FALSE, then a constant stream: zigzag(1) = 2, zigzag(2) = 4.
+        let ones = [ValueType::Bool as u8, 2, 0, 0, 0, 0, 2];
+        let chunk = decode_chunk(&ones, &no_shared).unwrap();
+        assert_eq!(chunk.scalar(1, None), Some(Scalar::Bool(true)));
+        let twos = [ValueType::Bool as u8, 2, 0, 0, 0, 0, 4];
+        let err = decode_chunk(&twos, &no_shared).unwrap_err();
+        assert!(err.to_string().contains("boolean other than 0 or 1"), "{err}");
     }
 
     #[test]
