@@ -506,7 +506,9 @@ fn parse_zone(rest: &[u8]) -> Option<ZoneStyle> {
 }
 
 pub fn format_timestamp_into(instant: i64, format: TimestampFormat, out: &mut Vec<u8>) {
-    let local = instant + format.offset_minutes() * 60;
+    // Saturating: a stored instant may be any i64 (an object written by
+    // something else); its text is then nonsense but not a panic.
+    let local = instant.saturating_add(format.offset_minutes() * 60);
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

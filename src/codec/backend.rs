@@ -97,7 +97,7 @@ fn xz_compress(payload: &[u8], level: i32) -> Result<Vec<u8>, CodecError> {
         }
         let before_in = stream.total_in();
         let status = stream.process_vec(input, &mut out, Action::Finish).map_err(|e| CodecError::Backend(e.to_string()))?;
-        input = &input[(stream.total_in() - before_in) as usize..];
+        input = input.get((stream.total_in() - before_in) as usize..).unwrap_or_default();
         if status == Status::StreamEnd {
             return Ok(out);
         }
@@ -116,7 +116,8 @@ fn xz_decompress(stored: &[u8], decoded_len: u64) -> Result<Vec<u8>, CodecError>
         let before_in = stream.total_in();
         let before_out = out.len();
         let status = stream.process_vec(input, &mut out, Action::Finish).map_err(|e| CodecError::Malformed(format!("xz: {e}")))?;
-        input = &input[(stream.total_in() - before_in) as usize..];
+        // liblzma consumed at most what it was given.
+        input = input.get((stream.total_in() - before_in) as usize..).unwrap_or_default();
         if status == Status::StreamEnd {
             return Ok(out);
         }
@@ -215,6 +216,7 @@ pub fn train_dictionary(samples: &[&[u8]], max_size: usize) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::{crc32c, BlockDesc, BlockRole};

@@ -732,6 +732,7 @@ fn decode_bound(r: &mut WireReader<'_>) -> Result<Option<Scalar>, FormatError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -53,17 +53,18 @@ pub fn encode_row_group(
         let rec = scan_record(text, pos, dialect.delimiter, dialect.quote, at_eof, &mut spans)
             .ok_or_else(|| CodecError::Malformed("row group text ends inside a record".into()))?;
         let n_fields = spans.len() - first;
-        let regular = n_fields == n_columns && &text[rec.content_end..rec.end] == terminator;
+        let regular = n_fields == n_columns && text.get(rec.content_end..rec.end) == Some(terminator);
         if !regular {
-            layout.rows.push((rows.len() as u32, text[rec.start..rec.end].to_vec()));
+            layout.rows.push((rows.len() as u32, text.get(rec.start..rec.end).unwrap_or_default().to_vec()));
         }
         rows.push((first, spans.len()));
         pos = rec.end;
     }
     let columns = (0..n_columns)
         .map(|c| {
+            // A row's fields are `spans[a..b]`; a short row lacks column `c`.
             let fields: Vec<Option<FieldRef<'_>>> =
-                rows.iter().map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind })).collect();
+                rows.iter().map(|&(a, b)| spans.get(a..b).and_then(|row| row.get(c)).map(|s| FieldRef { raw: s.text(text), kind: s.kind })).collect();
             encode_chunk(&fields, dialect, packing, shared.get(c).and_then(|s| s.as_deref()))
         })
         .collect();
@@ -135,6 +136,7 @@ pub fn decode_column(payload: &[u8], shared: SharedResolver<'_>) -> Result<Colum
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::LineTerminator;
