@@ -205,6 +205,20 @@ fn row_count_above_the_segment_length_is_refused_at_open() {
 }
 
 #[test]
+fn table_without_columns_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = forge(&columnar(dir.path()), |f| {
+        let t = f.footer.table.as_mut().unwrap();
+        t.columns.clear();
+        for rg in &mut t.row_groups {
+            rg.stats.clear();
+            rg.storage = RowGroupStorage::Columnar { layout: None, columns: Vec::new() };
+        }
+    });
+    refused_at_open(forged, "the table has no columns");
+}
+
+#[test]
 fn stored_block_whose_lengths_differ_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let forged = forge(&columnar(dir.path()), |f| {

@@ -394,6 +394,9 @@ impl Footer {
     /// §6.4, §6.5: each row group's blocks, row count and statistics, and
     /// each column's file type.
     fn check_table(&self, t: &Table) -> Result<(), FormatError> {
+        if t.columns.is_empty() {
+            return Err(inconsistent("the table has no columns".into()));
+        }
         // Row group k is the k-th row group segment (checked above).
         let segments = self.segments.iter().filter(|s| matches!(s.kind, SegmentKind::RowGroup(_)));
         let mut joined = vec![ValueType::Null; t.columns.len()];
