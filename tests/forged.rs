@@ -219,6 +219,25 @@ fn table_without_columns_is_refused_at_open() {
 }
 
 #[test]
+fn row_group_over_the_row_limit_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = at1::format::MAX_ROW_GROUP_ROWS + 1;
+    let forged = forge(&columnar(dir.path()), |f| {
+        // A segment long enough for that many rows (the footer alone says
+        // so: nothing is decoded at open), and statistics in step.
+        let rg0 = f.footer.segments.iter().position(|s| s.kind == SegmentKind::RowGroup(0)).unwrap();
+        f.footer.segments[rg0].len += 2 * rows;
+        f.original_len += 2 * rows;
+        let meta = &mut row_groups(f)[0];
+        for s in &mut meta.stats {
+            s.nulls += rows - meta.row_count;
+        }
+        meta.row_count = rows;
+    });
+    refused_at_open(forged, "row group 0 has 1048577 rows, more than 1048576");
+}
+
+#[test]
 fn stored_block_whose_lengths_differ_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let forged = forge(&columnar(dir.path()), |f| {

@@ -3,7 +3,7 @@
 //! maps. Encoding in docs/FORMAT.md §6.
 
 use super::wire::{WireReader, WireWriter};
-use super::{FormatError, Trailer, HEADER_LEN, MAX_BLOCK_BYTES};
+use super::{FormatError, Trailer, HEADER_LEN, MAX_BLOCK_BYTES, MAX_ROW_GROUP_ROWS};
 use crate::value::{Decimal, Scalar, ValueType};
 
 /// Everything a reader needs to find and check any piece of an object.
@@ -406,6 +406,9 @@ impl Footer {
             }
             if rg.row_count == 0 || rg.row_count > segment.len {
                 return Err(inconsistent(format!("row group {i} has {} rows: none, or more rows than its segment has bytes ({})", rg.row_count, segment.len)));
+            }
+            if rg.row_count > MAX_ROW_GROUP_ROWS {
+                return Err(inconsistent(format!("row group {i} has {} rows, more than {MAX_ROW_GROUP_ROWS}", rg.row_count)));
             }
             match &rg.storage {
                 RowGroupStorage::Raw { block } => self.expect_payload(*block, BlockRole::Frame, segment.len, &format!("raw row group {i}"))?,

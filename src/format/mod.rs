@@ -43,6 +43,10 @@ pub const MAX_FOOTER_BYTES: u64 = 1 << 30;
 /// may hold (§6.2, §6.3): what one decode may allocate, whatever an object
 /// claims. Writers cut frames and row groups far smaller (128 KiB).
 pub const MAX_BLOCK_BYTES: u64 = 1 << 30;
+/// Most rows one row group may hold (§6.5): what decoding one column chunk
+/// may allocate per value, whatever an object claims. Writers cut row
+/// groups at 65,536 rows by default and never above this.
+pub const MAX_ROW_GROUP_ROWS: u64 = 1 << 20;
 
 /// Why bytes are not a valid `.at1` object (or not this part of one).
 #[derive(Debug, Error)]

@@ -20,7 +20,7 @@ use super::stats::StatsBuilder;
 use crate::codec::ints::{decode_ints, encode_ints, IntPacking};
 use crate::codec::CodecError;
 use crate::format::wire::{WireReader, WireWriter};
-use crate::format::{ColumnStats, Dialect};
+use crate::format::{ColumnStats, Dialect, MAX_ROW_GROUP_ROWS};
 use crate::value::{self, Decimal, Scalar, TimestampFormat, ValueType, NULL_TOKENS};
 
 /// Row code: the field is a typed value.
@@ -525,10 +525,12 @@ pub fn no_shared(block: u32) -> Result<Arc<SharedStrings>, CodecError> {
 pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<ColumnChunk, CodecError> {
     let mut r = WireReader::new(payload);
     let storage_type = ValueType::from_id(r.u8()?).ok_or_else(|| malformed("value type"))?;
-    // Every row costs at least a bit of payload, so a larger count is corrupt.
-    let rows = r.count("row count", (payload.len() as u64).saturating_mul(8).max(1 << 16))?;
+    // Every row costs at least a bit of payload, so a larger count is
+    // corrupt; and no row group holds more than the format's limit.
+    let rows = r.count("row count", (payload.len() as u64).saturating_mul(8).clamp(1 << 16, MAX_ROW_GROUP_ROWS))?;
     let codes = decode_codes(&mut r, rows)?;
-    let n_exc = r.count("exception count", rows as u64)?;
+    // Each exception takes at least two bytes (its row delta and length).
+    let n_exc = r.count("exception count", (rows as u64).min(r.remaining() as u64 / 2))?;
     let mut exceptions = Vec::with_capacity(n_exc);
     let mut row = 0u64;
     for _ in 0..n_exc {

@@ -86,7 +86,10 @@ fn encode_layout(layout: &RowLayout) -> Vec<u8> {
 
 pub fn decode_layout(payload: &[u8], rows: u64) -> Result<RowLayout, CodecError> {
     let mut r = WireReader::new(payload);
-    let n = r.count("irregular row count", rows)?;
+    // Each irregular row takes at least two bytes (its row delta and
+    // length): a count beyond that is corrupt, and is refused before the
+    // list is allocated.
+    let n = r.count("irregular row count", rows.min(payload.len() as u64 / 2))?;
     let mut out = Vec::with_capacity(n);
     let mut row = 0u64;
     for i in 0..n {
@@ -149,6 +152,14 @@ mod tests {
         let mut out = Vec::new();
         write_row_group(&chunks, layout.as_ref(), &dialect, enc.rows, &mut out).unwrap();
         assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(text));
+    }
+
+    #[test]
+    fn a_layout_claiming_more_rows_than_its_bytes_is_refused_before_allocating() {
+        // varint 2^30 irregular rows, in a payload of 5 bytes.
+        let payload = [0x80, 0x80, 0x80, 0x80, 0x04];
+        let err = decode_layout(&payload, 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("irregular row count"), "{err}");
     }
 
     #[test]
