@@ -108,6 +108,11 @@ pub fn decode_layout(payload: &[u8], rows: u64) -> Result<RowLayout, CodecError>
 
 /// Rebuilds the exact text of a row group from its decoded chunks.
 pub fn write_row_group(columns: &[ColumnChunk], layout: Option<&RowLayout>, dialect: &Dialect, rows: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    // The chunks' own row counts bound the loop below: without a chunk,
+    // nothing would.
+    if columns.is_empty() {
+        return Err(CodecError::Malformed("a row group without columns".into()));
+    }
     if columns.iter().any(|c| c.rows() as u64 != rows) {
         return Err(CodecError::Malformed("column chunks disagree on the row count".into()));
     }
@@ -160,6 +165,14 @@ mod tests {
         let payload = [0x80, 0x80, 0x80, 0x80, 0x04];
         let err = decode_layout(&payload, 1 << 30).unwrap_err();
         assert!(err.to_string().contains("irregular row count"), "{err}");
+    }
+
+    #[test]
+    fn a_row_group_without_columns_is_refused_not_written_row_by_row() {
+        let dialect = Dialect { delimiter: b',', quote: Some(b'"'), terminator: LineTerminator::Lf, has_header: false };
+        let mut out = Vec::new();
+        let err = write_row_group(&[], None, &dialect, 1 << 40, &mut out).unwrap_err();
+        assert!(err.to_string().contains("without columns") && out.is_empty(), "{err}");
     }
 
     #[test]
