@@ -533,8 +533,15 @@ pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<Column
     let n_exc = r.count("exception count", (rows as u64).min(r.remaining() as u64 / 2))?;
     let mut exceptions = Vec::with_capacity(n_exc);
     let mut row = 0u64;
-    for _ in 0..n_exc {
-        row += r.varint()?;
+    for i in 0..n_exc {
+        // Ascending and distinct: every later delta is at least 1. The rows
+        // are then one-to-one with the exception codes (counted below), and
+        // sorted for the lookups by binary search.
+        let delta = r.varint()?;
+        if i > 0 && delta == 0 {
+            return Err(malformed("exception rows repeat"));
+        }
+        row = row.checked_add(delta).ok_or_else(|| malformed("exception row"))?;
         let raw = r.bytes()?.to_vec();
         let r32 = u32::try_from(row).map_err(|_| malformed("exception row"))?;
         if codes.get(row as usize) != Some(&CODE_EXCEPTION) {
@@ -967,6 +974,29 @@ mod tests {
         let twos = [ValueType::Bool as u8, 2, 0, 0, 0, 0, 4];
         let err = decode_chunk(&twos, &no_shared).unwrap_err();
         assert!(err.to_string().contains("boolean other than 0 or 1"), "{err}");
+    }
+
+    #[test]
+    fn exception_rows_that_wrap_around_or_repeat_are_refused() {
+        // integer, 2 rows, both exceptions (one run of code 254), then the
+        // exception list, and an empty value stream (kind 0, value 0).
+        let payload = |deltas: [&[u8]; 2]| {
+            let mut p = vec![ValueType::Int as u8, 2, 1, 1, 2, CODE_EXCEPTION, 2];
+            for (d, raw) in deltas.iter().zip([b'a', b'b']) {
+                p.extend_from_slice(d);
+                p.extend_from_slice(&[1, raw]);
+            }
+            p.extend_from_slice(&[0, 0]);
+            p
+        };
+        let ok = decode_chunk(&payload([&[0], &[1]]), &no_shared).unwrap();
+        assert_eq!(ok.exceptions, vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        // 1, then 2^64 - 1: the second row wraps around to 0.
+        let wrap = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let err = decode_chunk(&payload([&[1], &wrap]), &no_shared).unwrap_err();
+        assert!(err.to_string().contains("exception row"), "{err}");
+        let err = decode_chunk(&payload([&[1], &[0]]), &no_shared).unwrap_err();
+        assert!(err.to_string().contains("exception rows repeat"), "{err}");
     }
 
     #[test]
