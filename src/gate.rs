@@ -586,7 +586,7 @@ impl Cutter<'_> {
             }
             pos = rec.end;
             rows += 1;
-            if rows >= self.cfg.row_group_rows {
+            if rows >= self.cfg.row_group_rows.min(format::MAX_ROW_GROUP_ROWS as usize) {
                 let last = at_eof && pos == buf.len();
                 self.send(UnitKind::RowGroup { text: buf[group_start..pos].to_vec(), at_eof: last, table: shape.clone() })?;
                 group_start = pos;

@@ -348,7 +348,8 @@ impl TimestampFormat {
         let zone = match code[1] & 0x0f {
             0 => ZoneStyle::None,
             1 => ZoneStyle::Zulu,
-            2 if minutes.abs() < 24 * 60 => ZoneStyle::Offset { minutes, style },
+            // unsigned_abs: -32768 has no i16 absolute value.
+            2 if minutes.unsigned_abs() < 24 * 60 => ZoneStyle::Offset { minutes, style },
             _ => return None,
         };
         Some(Self { separator, has_seconds, zone })
@@ -506,7 +507,9 @@ fn parse_zone(rest: &[u8]) -> Option<ZoneStyle> {
 }
 
 pub fn format_timestamp_into(instant: i64, format: TimestampFormat, out: &mut Vec<u8>) {
-    let local = instant + format.offset_minutes() * 60;
+    // Saturating: a stored instant may be any i64 (an object written by
+    // something else); its text is then nonsense but not a panic.
+    let local = instant.saturating_add(format.offset_minutes() * 60);
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -696,6 +699,13 @@ mod tests {
         for t in ["-0.0", ".5", "5.", "00.5", "1e3", "1.2.3", "1.0000000000000000000"] {
             assert_eq!(parse_canonical_decimal(t.as_bytes()), None, "{t:?}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_format_offset_of_i16_min_is_refused() {
+        // Zone style 2 (fixed offset) with -32768 minutes: beyond ±1440.
+        assert_eq!(TimestampFormat::decode([b'T', 0x02, 0x00, 0x80]), None);
+        assert!(TimestampFormat::decode([b'T', 0x02, 0x3c, 0x00]).is_some(), "+60 minutes is a valid offset");
     }
 
     #[test]

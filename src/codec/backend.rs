@@ -10,7 +10,7 @@ use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream, PRESET_EXTRE
 use zstd::zstd_safe::CParameter;
 
 use super::CodecError;
-use crate::format::{Backend, VerifiedBlock};
+use crate::format::{Backend, VerifiedBlock, MAX_BLOCK_BYTES};
 
 /// The xz level that means `-9e` (preset 9 with the extreme flag).
 pub const XZ_EXTREME_LEVEL: i32 = 10;
@@ -97,7 +97,7 @@ fn xz_compress(payload: &[u8], level: i32) -> Result<Vec<u8>, CodecError> {
         }
         let before_in = stream.total_in();
         let status = stream.process_vec(input, &mut out, Action::Finish).map_err(|e| CodecError::Backend(e.to_string()))?;
-        input = &input[(stream.total_in() - before_in) as usize..];
+        input = input.get((stream.total_in() - before_in) as usize..).unwrap_or_default();
         if status == Status::StreamEnd {
             return Ok(out);
         }
@@ -116,7 +116,8 @@ fn xz_decompress(stored: &[u8], decoded_len: u64) -> Result<Vec<u8>, CodecError>
         let before_in = stream.total_in();
         let before_out = out.len();
         let status = stream.process_vec(input, &mut out, Action::Finish).map_err(|e| CodecError::Malformed(format!("xz: {e}")))?;
-        input = &input[(stream.total_in() - before_in) as usize..];
+        // liblzma consumed at most what it was given.
+        input = input.get((stream.total_in() - before_in) as usize..).unwrap_or_default();
         if status == Status::StreamEnd {
             return Ok(out);
         }
@@ -155,6 +156,11 @@ fn zstd_decompress(stored: &[u8], dict: Option<&[u8]>, len: usize) -> Result<Vec
 /// Decompresses a verified block into exactly `decoded_len` bytes.
 pub fn decompress(block: &VerifiedBlock<'_>, dict: Option<&[u8]>) -> Result<Vec<u8>, CodecError> {
     let desc = block.desc();
+    // Opening an object checks this too; here it guards every caller, since
+    // the output buffer is allocated at this size before decoding.
+    if desc.decoded_len > MAX_BLOCK_BYTES {
+        return Err(CodecError::Malformed(format!("block {} claims {} decoded bytes, more than {MAX_BLOCK_BYTES}", block.id(), desc.decoded_len)));
+    }
     let len = usize::try_from(desc.decoded_len).map_err(|_| CodecError::Malformed("decoded length".into()))?;
     let out = match desc.backend {
         Backend::Stored => block.bytes().to_vec(),
@@ -215,6 +221,7 @@ pub fn train_dictionary(samples: &[&[u8]], max_size: usize) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::{crc32c, BlockDesc, BlockRole};
@@ -242,6 +249,24 @@ mod tests {
             round_trip(b, l, &text);
             round_trip(b, l, b"");
             round_trip(b, l, b"x");
+        }
+    }
+
+    #[test]
+    fn a_block_claiming_more_than_the_limit_is_refused_before_allocating() {
+        let stored = zstd::bulk::compress(b"tiny", 3).unwrap();
+        for (backend, bytes) in [(Backend::Zstd, stored.as_slice()), (Backend::Xz, b"\x01\x00\x00x".as_slice())] {
+            let desc = BlockDesc {
+                offset: 16,
+                stored_len: bytes.len() as u64,
+                decoded_len: 1 << 50,
+                crc32c: crc32c(bytes),
+                backend,
+                role: BlockRole::Frame,
+                dict: None,
+            };
+            let err = decompress(&VerifiedBlock::check(0, &desc, bytes).unwrap(), None).unwrap_err();
+            assert!(err.to_string().contains("more than 1073741824"), "{err}");
         }
     }
 

@@ -90,7 +90,7 @@ fn encode_generator(w: &mut WireWriter, values: &[i64]) -> bool {
 /// The original choice: FOR or delta by `spread_cost`, then bit-packed or
 /// little-endian words.
 fn encode_packed(w: &mut WireWriter, values: &[i64], packing: IntPacking) {
-    let first = values[0];
+    let first = values.first().copied().unwrap_or(0);
     let (min, max) = min_max(values);
     let for_range = (max as i128 - min as i128) as u128;
     let deltas = deltas(values);
@@ -127,7 +127,7 @@ fn encode_packed(w: &mut WireWriter, values: &[i64], packing: IntPacking) {
             let bytes = byte_width(bits);
             w.u8(bytes);
             for v in &body {
-                w.raw(&v.to_le_bytes()[..usize::from(bytes)]);
+                w.raw(v.to_le_bytes().get(..usize::from(bytes)).unwrap_or_default());
             }
         }
     }
@@ -200,7 +200,7 @@ fn delta_body(values: &[i64]) -> Body {
     let deltas = deltas(values);
     let (min, max) = min_max(&deltas);
     let offsets = deltas.iter().map(|&d| (d as i128 - min as i128) as u64).collect();
-    Body { delta: true, first: values[0], base: min, offsets, bits: bit_width((max as i128 - min as i128) as u128) }
+    Body { delta: true, first: values.first().copied().unwrap_or(0), base: min, offsets, bits: bit_width((max as i128 - min as i128) as u128) }
 }
 
 fn write_body_head(w: &mut WireWriter, body: &Body, for_kind: u8, delta_kind: u8) {
@@ -256,10 +256,13 @@ const BITMAP_RANGE: u128 = 1 << 16;
 
 fn dictionary_by_bitmap(values: &[i64], min: i64, range: usize) -> Option<(Vec<i64>, Vec<i64>)> {
     let offset = |v: i64| (v as i128 - min as i128) as usize;
+    // Every offset is at most `range`: word `o / 64` exists.
     let mut bits = vec![0u64; range / 64 + 1];
     for &v in values {
         let o = offset(v);
-        bits[o / 64] |= 1 << (o % 64);
+        if let Some(word) = bits.get_mut(o / 64) {
+            *word |= 1 << (o % 64);
+        }
     }
     let distinct_count: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
     if distinct_count * DICT_MAX_SHARE > values.len() {
@@ -281,8 +284,9 @@ fn dictionary_by_bitmap(values: &[i64], min: i64, range: usize) -> Option<(Vec<i
         .iter()
         .map(|&v| {
             let o = offset(v);
-            let below = bits[o / 64] & ((1u64 << (o % 64)) - 1);
-            (ranks[o / 64] + below.count_ones() as usize) as i64
+            let (word, rank) = (bits.get(o / 64).copied().unwrap_or(0), ranks.get(o / 64).copied().unwrap_or(0));
+            let below = word & ((1u64 << (o % 64)) - 1);
+            (rank + below.count_ones() as usize) as i64
         })
         .collect();
     Some((distinct, indices))
@@ -411,8 +415,8 @@ fn spread_cost(values: impl Iterator<Item = u64>) -> u64 {
 }
 
 fn arithmetic_step(values: &[i64]) -> Option<i64> {
-    let step = values.get(1)?.checked_sub(values[0])?;
-    values.windows(2).all(|w| w[1].checked_sub(w[0]) == Some(step)).then_some(step)
+    let step = values.get(1)?.checked_sub(*values.first()?)?;
+    pairs(values).all(|(a, b)| b.checked_sub(a) == Some(step)).then_some(step)
 }
 
 fn min_max(values: &[i64]) -> (i64, i64) {
@@ -422,7 +426,12 @@ fn min_max(values: &[i64]) -> (i64, i64) {
 fn deltas(values: &[i64]) -> Vec<i64> {
     // Deltas wrap like the decoder's additions do, so any i64 sequence
     // round-trips even where a true delta would overflow.
-    values.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect()
+    pairs(values).map(|(a, b)| b.wrapping_sub(a)).collect()
+}
+
+/// Each value with the next one.
+fn pairs(values: &[i64]) -> impl Iterator<Item = (i64, i64)> + '_ {
+    values.iter().copied().zip(values.iter().copied().skip(1))
 }
 
 fn bit_width(range: u128) -> u8 {
@@ -465,10 +474,16 @@ fn pack_bits(w: &mut WireWriter, values: &[u64], bits: u8) {
 fn unpack_bytes(raw: &[u8], width: u8) -> Vec<u64> {
     match width {
         1 => raw.iter().map(|&b| u64::from(b)).collect(),
-        2 => raw.chunks_exact(2).map(|c| u64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        4 => raw.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-        _ => raw.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        2 => words(raw, |w| u64::from(u16::from_le_bytes(w))),
+        4 => words(raw, |w| u64::from(u32::from_le_bytes(w))),
+        _ => words(raw, u64::from_le_bytes),
     }
+}
+
+/// `raw` cut into `N`-byte words (`chunks_exact` yields only whole ones,
+/// so the conversion to an array never fails and compiles away).
+fn words<const N: usize>(raw: &[u8], word: impl Fn([u8; N]) -> u64) -> Vec<u64> {
+    raw.chunks_exact(N).map(|c| <[u8; N]>::try_from(c).map_or(0, &word)).collect()
 }
 
 fn unpack_bits(r: &mut WireReader<'_>, n: usize, bits: u8) -> Result<Vec<u64>, CodecError> {
@@ -496,6 +511,7 @@ fn unpack_bits(r: &mut WireReader<'_>, n: usize, bits: u8) -> Result<Vec<u64>, C
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

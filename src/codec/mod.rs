@@ -13,6 +13,11 @@
 //! the reader calls it on objects and the gate on freshly encoded blocks, so
 //! what the gate verifies is exactly what readers will run.
 
+// Bytes of an object are untrusted: nothing here may panic on them. Every
+// index is checked (`get`, checked ranges, iterators) or carries an
+// `allow` with the reason it cannot fail. Test modules may unwrap.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod backend;
 pub mod columnar;
 pub mod ints;

@@ -3,7 +3,7 @@
 //! maps. Encoding in docs/FORMAT.md §6.
 
 use super::wire::{WireReader, WireWriter};
-use super::{FormatError, Trailer, HEADER_LEN};
+use super::{FormatError, Trailer, HEADER_LEN, MAX_BLOCK_BYTES, MAX_ROW_GROUP_ROWS};
 use crate::value::{Decimal, Scalar, ValueType};
 
 /// Everything a reader needs to find and check any piece of an object.
@@ -315,62 +315,143 @@ impl Footer {
         Ok(Footer { settings, blocks, segments, table })
     }
 
-    /// Checks that blocks tile the block region, segments tile the original,
-    /// and every reference points at an existing thing of the right kind.
+    /// Checks every layout rule of docs/FORMAT.md §8 step 3 that the footer
+    /// alone can tell: blocks tile the block region, segments tile the
+    /// original, every reference points at an existing thing of the right
+    /// kind, and counts and lengths agree. After this, nothing a reader
+    /// derives from the footer can index out of range or claim more memory
+    /// than the limits allow.
     pub fn check_layout(&self, trailer: &Trailer) -> Result<(), FormatError> {
-        let blocks_end = self.blocks.last().map_or(HEADER_LEN, |b| b.offset + b.stored_len);
-        if blocks_end != trailer.footer_offset {
-            return Err(FormatError::Inconsistent(format!("blocks end at {blocks_end} but the footer starts at {}", trailer.footer_offset)));
+        self.check_blocks(trailer)?;
+        self.check_segments(trailer)?;
+        if let Some(t) = &self.table {
+            self.check_table(t)?;
         }
-        let original_end = self.segments.last().map_or(0, |s| s.offset + s.len);
-        if original_end != trailer.original_len {
-            return Err(FormatError::Inconsistent(format!("segments cover {original_end} bytes but the original has {}", trailer.original_len)));
+        Ok(())
+    }
+
+    /// §4, §6.2: tiling, lengths within the limit, stored blocks as long
+    /// as their payload, dictionaries one level deep.
+    fn check_blocks(&self, trailer: &Trailer) -> Result<(), FormatError> {
+        let blocks_end = self.blocks.last().map_or(HEADER_LEN, |b| b.offset.saturating_add(b.stored_len));
+        if blocks_end != trailer.footer_offset {
+            return Err(inconsistent(format!("blocks end at {blocks_end} but the footer starts at {}", trailer.footer_offset)));
         }
         for (i, b) in self.blocks.iter().enumerate() {
-            if let Some(d) = b.dict {
-                self.expect_block(d, BlockRole::Dictionary, &format!("block {i}'s dictionary"))?;
+            if b.decoded_len > MAX_BLOCK_BYTES {
+                return Err(inconsistent(format!("block {i} decodes to more than {MAX_BLOCK_BYTES} bytes ({})", b.decoded_len)));
             }
-        }
-        let n_rg = self.table.as_ref().map_or(0, |t| t.row_groups.len());
-        for s in &self.segments {
-            match &s.kind {
-                SegmentKind::Literal(bytes) if bytes.len() as u64 != s.len => return Err(FormatError::Inconsistent("literal segment length mismatch".into())),
-                SegmentKind::Literal(_) => {}
-                SegmentKind::Frame(b) => self.expect_block(*b, BlockRole::Frame, "frame segment")?,
-                SegmentKind::RowGroup(rg) if *rg as usize >= n_rg => return Err(FormatError::Inconsistent(format!("segment names missing row group {rg}"))),
-                SegmentKind::RowGroup(_) => {}
+            if b.backend == Backend::Stored && b.stored_len != b.decoded_len {
+                return Err(inconsistent(format!("block {i} is stored but its lengths differ ({} stored, {} decoded)", b.stored_len, b.decoded_len)));
             }
-        }
-        if let Some(t) = &self.table {
-            for (i, rg) in t.row_groups.iter().enumerate() {
-                if rg.stats.len() != t.columns.len() {
-                    return Err(FormatError::Inconsistent(format!("row group {i} has the wrong number of columns")));
+            match (b.role, b.dict) {
+                (BlockRole::Dictionary | BlockRole::ColumnDictionary, Some(_)) => {
+                    return Err(inconsistent(format!("{} block {i} names a dictionary itself", b.role.name())));
                 }
-                match &rg.storage {
-                    RowGroupStorage::Raw { block } => self.expect_block(*block, BlockRole::Frame, "raw row group")?,
-                    RowGroupStorage::Columnar { layout, columns } => {
-                        if columns.len() != t.columns.len() {
-                            return Err(FormatError::Inconsistent(format!("row group {i} has the wrong number of column blocks")));
-                        }
-                        if let Some(l) = layout {
-                            self.expect_block(*l, BlockRole::RowLayout, "row layout")?;
-                        }
-                        for c in columns {
-                            self.expect_block(*c, BlockRole::Column, "column chunk")?;
-                        }
-                    }
+                (BlockRole::Dictionary, None) if b.backend == Backend::Xz => {
+                    return Err(inconsistent(format!("dictionary block {i} is stored with xz, not zstd or as is")));
                 }
+                (_, Some(d)) => {
+                    self.expect_block(d, BlockRole::Dictionary, &format!("block {i}'s dictionary"))?;
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    fn expect_block(&self, id: u32, role: BlockRole, what: &str) -> Result<(), FormatError> {
-        match self.blocks.get(id as usize) {
-            Some(b) if b.role == role => Ok(()),
-            Some(b) => Err(FormatError::Inconsistent(format!("{what} names block {id}, a {} block, not a {} block", b.role.name(), role.name()))),
-            None => Err(FormatError::Inconsistent(format!("{what} names missing block {id}"))),
+    /// §6.3: segments tile the original, each within the limit; a frame
+    /// segment names a frame block of its length; row group segments name
+    /// the row groups in order, each exactly once.
+    fn check_segments(&self, trailer: &Trailer) -> Result<(), FormatError> {
+        let original_end = self.segments.last().map_or(0, |s| s.offset.saturating_add(s.len));
+        if original_end != trailer.original_len {
+            return Err(inconsistent(format!("segments cover {original_end} bytes but the original has {}", trailer.original_len)));
         }
+        let n_rg = self.table.as_ref().map_or(0, |t| t.row_groups.len());
+        let mut next_rg = 0usize;
+        for (k, s) in self.segments.iter().enumerate() {
+            if s.len > MAX_BLOCK_BYTES {
+                return Err(inconsistent(format!("segment {k} is longer than {MAX_BLOCK_BYTES} bytes ({})", s.len)));
+            }
+            match &s.kind {
+                SegmentKind::Literal(bytes) if bytes.len() as u64 != s.len => return Err(inconsistent(format!("literal segment {k} has the wrong length"))),
+                SegmentKind::Literal(_) => {}
+                SegmentKind::Frame(b) => self.expect_payload(*b, BlockRole::Frame, s.len, &format!("frame segment {k}"))?,
+                SegmentKind::RowGroup(rg) if *rg as usize >= n_rg => return Err(inconsistent(format!("segment {k} names missing row group {rg}"))),
+                SegmentKind::RowGroup(rg) if *rg as usize != next_rg => {
+                    return Err(inconsistent(format!("segment {k} names row group {rg} where row group {next_rg} comes next")));
+                }
+                SegmentKind::RowGroup(_) => next_rg += 1,
+            }
+        }
+        if next_rg != n_rg {
+            return Err(inconsistent(format!("row group {next_rg} is named by no segment")));
+        }
+        Ok(())
+    }
+
+    /// §6.4, §6.5: each row group's blocks, row count and statistics, and
+    /// each column's file type.
+    fn check_table(&self, t: &Table) -> Result<(), FormatError> {
+        if t.columns.is_empty() {
+            return Err(inconsistent("the table has no columns".into()));
+        }
+        // Row group k is the k-th row group segment (checked above).
+        let segments = self.segments.iter().filter(|s| matches!(s.kind, SegmentKind::RowGroup(_)));
+        let mut joined = vec![ValueType::Null; t.columns.len()];
+        for ((i, rg), segment) in t.row_groups.iter().enumerate().zip(segments) {
+            if rg.stats.len() != t.columns.len() {
+                return Err(inconsistent(format!("row group {i} has the wrong number of columns")));
+            }
+            if rg.row_count == 0 || rg.row_count > segment.len {
+                return Err(inconsistent(format!("row group {i} has {} rows: none, or more rows than its segment has bytes ({})", rg.row_count, segment.len)));
+            }
+            if rg.row_count > MAX_ROW_GROUP_ROWS {
+                return Err(inconsistent(format!("row group {i} has {} rows, more than {MAX_ROW_GROUP_ROWS}", rg.row_count)));
+            }
+            match &rg.storage {
+                RowGroupStorage::Raw { block } => self.expect_payload(*block, BlockRole::Frame, segment.len, &format!("raw row group {i}"))?,
+                RowGroupStorage::Columnar { layout, columns } => {
+                    if columns.len() != t.columns.len() {
+                        return Err(inconsistent(format!("row group {i} has the wrong number of column blocks")));
+                    }
+                    if let Some(l) = layout {
+                        self.expect_block(*l, BlockRole::RowLayout, &format!("row group {i}'s row layout"))?;
+                    }
+                    for c in columns {
+                        self.expect_block(*c, BlockRole::Column, &format!("row group {i}'s column chunk"))?;
+                    }
+                }
+            }
+            for (c, (s, join)) in rg.stats.iter().zip(&mut joined).enumerate() {
+                check_stats(s, rg.row_count).map_err(|what| inconsistent(format!("row group {i} has {} rows but column {c}'s {what}", rg.row_count)))?;
+                *join = join.join(s.storage_type);
+            }
+        }
+        for (c, (def, join)) in t.columns.iter().zip(joined).enumerate() {
+            if def.logical_type != join {
+                return Err(inconsistent(format!("column {c} has type {} but its row groups join to {}", def.logical_type.name(), join.name())));
+            }
+        }
+        Ok(())
+    }
+
+    fn expect_block(&self, id: u32, role: BlockRole, what: &str) -> Result<&BlockDesc, FormatError> {
+        match self.blocks.get(id as usize) {
+            Some(b) if b.role == role => Ok(b),
+            Some(b) => Err(inconsistent(format!("{what} names block {id}, a {} block, not a {} block", b.role.name(), role.name()))),
+            None => Err(inconsistent(format!("{what} names missing block {id}"))),
+        }
+    }
+
+    /// A block whose payload is `len` original bytes (a frame).
+    fn expect_payload(&self, id: u32, role: BlockRole, len: u64, what: &str) -> Result<(), FormatError> {
+        let b = self.expect_block(id, role, what)?;
+        if b.decoded_len != len {
+            return Err(inconsistent(format!("{what} names block {id}, which decodes to {} bytes but its segment has {len}", b.decoded_len)));
+        }
+        Ok(())
     }
 
     /// Bytes of all blocks (the object minus header, footer and trailer).
@@ -381,6 +462,22 @@ impl Footer {
 
 fn bad(what: &str) -> FormatError {
     FormatError::FooterMalformed(what.to_string())
+}
+
+fn inconsistent(what: String) -> FormatError {
+    FormatError::Inconsistent(what)
+}
+
+/// A chunk's statistics against its row group's row count (§6.5): every
+/// row is a value or a NULL, and a sum is of the chunk's own numeric kind.
+fn check_stats(s: &ColumnStats, rows: u64) -> Result<(), String> {
+    if s.values.checked_add(s.nulls) != Some(rows) {
+        return Err(format!("statistics count {} values and {} NULLs", s.values, s.nulls));
+    }
+    match (s.sum, s.storage_type) {
+        (None, _) | (Some(Sum::Int(_)), ValueType::Int) | (Some(Sum::Decimal { .. }), ValueType::Decimal) => Ok(()),
+        (Some(_), t) => Err(format!("statistics have a sum of the wrong kind for a {} chunk", t.name())),
+    }
 }
 
 fn decode_id(r: &mut WireReader<'_>) -> Result<u32, FormatError> {
@@ -439,8 +536,8 @@ fn decode_settings(r: &mut WireReader<'_>) -> Result<Settings, FormatError> {
         row_group_rows: r.varint()?,
         row_group_bytes: r.varint()?,
         chunk_lines: r.varint()?,
-        keep_queryable: r.u8()? != 0,
-        writer: String::from_utf8_lossy(r.bytes()?).into_owned(),
+        keep_queryable: decode_flag(r, "keep_queryable")?,
+        writer: decode_text(r, "writer")?,
     })
 }
 
@@ -487,11 +584,12 @@ fn decode_table(r: &mut WireReader<'_>, limit: u64) -> Result<Table, FormatError
         1 => LineTerminator::CrLf,
         t => return Err(bad(&format!("unknown line terminator {t}"))),
     };
-    let has_header = r.u8()? != 0;
+    let has_header = decode_flag(r, "has header")?;
+    check_dialect(delimiter, quote)?;
     let n_columns = r.count("column count", limit.min(MAX_COLUMNS))?;
     let mut columns = Vec::with_capacity(n_columns);
     for _ in 0..n_columns {
-        let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+        let name = decode_text(r, "column name")?;
         let logical_type = decode_type(r.u8()?)?;
         columns.push(ColumnDef { name, logical_type });
     }
@@ -517,6 +615,38 @@ fn decode_table(r: &mut WireReader<'_>, limit: u64) -> Result<Table, FormatError
         first_row = first_row.checked_add(row_count).ok_or_else(|| bad("row counts overflow"))?;
     }
     Ok(Table { dialect: Dialect { delimiter, quote, terminator, has_header }, columns, row_groups })
+}
+
+/// A flag byte: exactly 0 or 1 (§9: a reader rejects values it does not
+/// know rather than guess).
+fn decode_flag(r: &mut WireReader<'_>, what: &str) -> Result<bool, FormatError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        b => Err(bad(&format!("{what} flag is {b}, not 0 or 1"))),
+    }
+}
+
+/// A text field (`bytes` that must be UTF-8).
+fn decode_text(r: &mut WireReader<'_>, what: &str) -> Result<String, FormatError> {
+    String::from_utf8(r.bytes()?.to_vec()).map_err(|_| bad(&format!("{what} is not UTF-8")))
+}
+
+fn decode_scale(r: &mut WireReader<'_>) -> Result<u8, FormatError> {
+    let scale = r.u8()?;
+    if scale > crate::value::MAX_DECIMAL_SCALE {
+        return Err(bad(&format!("decimal scale {scale} is above {}", crate::value::MAX_DECIMAL_SCALE)));
+    }
+    Ok(scale)
+}
+
+/// The delimiter and the quote are distinct and neither ends a line: a
+/// dialect the record splitter (§5.7) can cut raw row groups with.
+fn check_dialect(delimiter: u8, quote: Option<u8>) -> Result<(), FormatError> {
+    if matches!(delimiter, b'\n' | b'\r') || quote.is_some_and(|q| q == delimiter || matches!(q, b'\n' | b'\r')) {
+        return Err(bad(&format!("dialect: delimiter {delimiter:#04x} and quote {:#04x} must differ and not be CR or LF", quote.unwrap_or(0))));
+    }
+    Ok(())
 }
 
 fn decode_type(b: u8) -> Result<ValueType, FormatError> {
@@ -552,7 +682,7 @@ fn decode_stats(r: &mut WireReader<'_>) -> Result<ColumnStats, FormatError> {
     let sum = match r.u8()? {
         0 => None,
         1 => Some(Sum::Int(r.i128()?)),
-        2 => Some(Sum::Decimal { mantissa: r.i128()?, scale: r.u8()? }),
+        2 => Some(Sum::Decimal { mantissa: r.i128()?, scale: decode_scale(r)? }),
         k => return Err(bad(&format!("unknown sum kind {k}"))),
     };
     Ok(ColumnStats { storage_type, values, nulls, min, max, sum })
@@ -597,21 +727,18 @@ fn decode_bound(r: &mut WireReader<'_>) -> Result<Option<Scalar>, FormatError> {
         Some(ValueType::Int) => Scalar::Int(r.zigzag()?),
         Some(ValueType::Decimal) => {
             let mantissa = r.zigzag()?;
-            let scale = r.u8()?;
-            if scale > crate::value::MAX_DECIMAL_SCALE {
-                return Err(bad("decimal scale"));
-            }
-            Scalar::Decimal(Decimal { mantissa, scale })
+            Scalar::Decimal(Decimal { mantissa, scale: decode_scale(r)? })
         }
         Some(ValueType::Timestamp) => Scalar::Timestamp(r.zigzag()?),
         Some(ValueType::Date) => Scalar::Date(i32::try_from(r.zigzag()?).map_err(|_| bad("date"))?),
-        Some(ValueType::Bool) => Scalar::Bool(r.u8()? != 0),
+        Some(ValueType::Bool) => Scalar::Bool(decode_flag(r, "boolean bound")?),
         Some(ValueType::String) => Scalar::Str(r.bytes()?.to_vec()),
         None => return Err(bad(&format!("unknown bound type {tag}"))),
     }))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -664,6 +791,73 @@ mod tests {
         let f = sample_footer();
         let decoded = Footer::decode(&f.encode()).unwrap();
         assert_eq!(decoded, f);
+    }
+
+    /// Where the table starts in `f`'s body: right after its table flag.
+    fn table_start(f: &Footer) -> usize {
+        Footer { table: None, ..f.clone() }.encode().len()
+    }
+
+    fn refused(body: &[u8], what: &str) {
+        match Footer::decode(body) {
+            Ok(_) => panic!("a footer with {what} decoded"),
+            Err(e) => assert!(e.to_string().contains(what), "{e} does not name {what:?}"),
+        }
+    }
+
+    #[test]
+    fn flag_bytes_other_than_0_or_1_are_refused() {
+        let f = sample_footer();
+        let body = f.encode();
+        let mut w = WireWriter::new();
+        encode_settings(&mut w, &f.settings);
+        // Settings end with the keep_queryable flag, then the writer's
+        // length (one byte here) and bytes.
+        let keep_queryable = w.len() - f.settings.writer.len() - 2;
+        let has_header = table_start(&f) + 3;
+        for (at, what) in [(keep_queryable, "keep_queryable flag is 2"), (has_header, "has header flag is 2"), (table_start(&f) - 1, "unknown table flag 2")] {
+            let mut bad = body.clone();
+            assert!(bad[at] <= 1, "byte {at} is a flag");
+            bad[at] = 2;
+            refused(&bad, what);
+        }
+        let bound = [ValueType::Bool as u8, 2];
+        assert!(decode_bound(&mut WireReader::new(&bound)).unwrap_err().to_string().contains("boolean bound flag is 2"));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_refused() {
+        let mut f = sample_footer();
+        f.settings.writer = "wxyz".into();
+        f.table.as_mut().unwrap().columns[0].name = "qrst".into();
+        let body = f.encode();
+        for (name, what) in [(&b"wxyz"[..], "writer is not UTF-8"), (b"qrst", "column name is not UTF-8")] {
+            let at = body.windows(4).position(|w| w == name).unwrap();
+            let mut bad = body.clone();
+            bad[at + 1] = 0xff;
+            refused(&bad, what);
+        }
+    }
+
+    #[test]
+    fn decimal_scales_above_18_are_refused_in_bounds_and_sums() {
+        let mut f = sample_footer();
+        let stats = &mut f.table.as_mut().unwrap().row_groups[0].stats[0];
+        stats.sum = Some(Sum::Decimal { mantissa: 1, scale: 19 });
+        refused(&f.encode(), "decimal scale 19 is above 18");
+        let mut f = sample_footer();
+        f.table.as_mut().unwrap().row_groups[0].stats[0].max = Some(Scalar::Decimal(Decimal { mantissa: 1, scale: 40 }));
+        refused(&f.encode(), "decimal scale 40 is above 18");
+    }
+
+    #[test]
+    fn dialects_the_record_splitter_cannot_use_are_refused() {
+        for (delimiter, quote) in [(b'"', Some(b'"')), (b'\n', Some(b'"')), (b',', Some(b'\r')), (b'\r', None)] {
+            let mut f = sample_footer();
+            let t = f.table.as_mut().unwrap();
+            (t.dialect.delimiter, t.dialect.quote) = (delimiter, quote);
+            refused(&f.encode(), "dialect");
+        }
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! in the trailer. A flipped bit anywhere is therefore found before any byte
 //! that depends on it is used.
 
+// Bytes of an object are untrusted: nothing here may panic on them. Every
+// index is checked (`get`, checked ranges, iterators) or carries an
+// `allow` with the reason it cannot fail. Test modules may unwrap.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 mod footer;
 pub mod wire;
 
@@ -34,6 +39,14 @@ pub const TRAILER_MAGIC: [u8; 4] = *b"AT1$";
 
 /// Sanity bound on a footer's decoded size; a larger claim is corruption.
 pub const MAX_FOOTER_BYTES: u64 = 1 << 30;
+/// Most bytes a block may decode to, and most original bytes one segment
+/// may hold (§6.2, §6.3): what one decode may allocate, whatever an object
+/// claims. Writers cut frames and row groups far smaller (128 KiB).
+pub const MAX_BLOCK_BYTES: u64 = 1 << 30;
+/// Most rows one row group may hold (§6.5): what decoding one column chunk
+/// may allocate per value, whatever an object claims. Writers cut row
+/// groups at 65,536 rows by default and never above this.
+pub const MAX_ROW_GROUP_ROWS: u64 = 1 << 20;
 
 /// Why bytes are not a valid `.at1` object (or not this part of one).
 #[derive(Debug, Error)]
@@ -83,12 +96,10 @@ pub fn encode_header() -> [u8; HEADER_LEN as usize] {
 /// Checks the 16 header bytes. The magic is checked first so that a file that
 /// is not an object at all gets the clearest error.
 pub fn check_header(h: &[u8]) -> Result<(), FormatError> {
-    if h.len() < MAGIC.len() || h[..8] != MAGIC {
+    if h.first_chunk::<8>() != Some(&MAGIC) {
         return Err(FormatError::NotAt1);
     }
-    if h.len() < HEADER_LEN as usize {
-        return Err(FormatError::Truncated("header is incomplete".into()));
-    }
+    let h: &[u8; HEADER_LEN as usize] = h.first_chunk().ok_or_else(|| FormatError::Truncated("header is incomplete".into()))?;
     let stored_crc = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
     if crc32c(&h[..12]) != stored_crc {
         return Err(FormatError::HeaderCorrupt);
@@ -144,10 +155,8 @@ impl Trailer {
     /// Parses the trailer of an object of `object_len` bytes and checks that
     /// the footer it points at lies between the header and the trailer.
     pub fn decode(t: &[u8], object_len: u64) -> Result<Self, FormatError> {
-        if t.len() != TRAILER_LEN as usize {
-            return Err(FormatError::Truncated("trailer is incomplete".into()));
-        }
-        let u64_at = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().unwrap_or([0; 8]));
+        let t: &[u8; TRAILER_LEN as usize] = t.try_into().map_err(|_| FormatError::Truncated("trailer is incomplete".into()))?;
+        let u64_at = |i: usize| u64::from_le_bytes(t.get(i..i + 8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
         let stored_crc = u32::from_le_bytes([t[72], t[73], t[74], t[75]]);
         if t[76..80] != TRAILER_MAGIC || crc32c(&t[..72]) != stored_crc {
             return Err(FormatError::TrailerCorrupt);
@@ -170,12 +179,11 @@ impl Trailer {
             original_sha256: t[40..72].try_into().unwrap_or([0; 32]),
         };
         let footer_end = trailer.footer_offset.checked_add(trailer.footer_stored_len);
-        if trailer.footer_offset < HEADER_LEN || footer_end != Some(object_len - TRAILER_LEN) {
+        let trailer_at = object_len.saturating_sub(TRAILER_LEN);
+        if trailer.footer_offset < HEADER_LEN || footer_end != Some(trailer_at) {
             return Err(FormatError::Inconsistent(format!(
-                "footer at {}+{} does not end where the trailer starts ({})",
-                trailer.footer_offset,
-                trailer.footer_stored_len,
-                object_len - TRAILER_LEN
+                "footer at {}+{} does not end where the trailer starts ({trailer_at})",
+                trailer.footer_offset, trailer.footer_stored_len
             )));
         }
         if trailer.footer_raw_len > MAX_FOOTER_BYTES {
@@ -262,6 +270,7 @@ impl<'a> VerifiedBlock<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

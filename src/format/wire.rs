@@ -100,7 +100,7 @@ impl<'a> WireReader<'a> {
     }
 
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
 
     pub fn is_at_end(&self) -> bool {
@@ -119,8 +119,7 @@ impl<'a> WireReader<'a> {
     }
 
     pub fn u32_le(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.take_array()?))
     }
 
     pub fn varint(&mut self) -> Result<u64, WireError> {
@@ -167,11 +166,18 @@ impl<'a> WireReader<'a> {
     }
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or(WireError::Truncated { at: self.pos, needed: n })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
+        let s = self.pos.checked_add(n).and_then(|end| self.buf.get(self.pos..end));
+        let s = s.ok_or(WireError::Truncated { at: self.pos, needed: n })?;
+        self.pos += n;
         Ok(s)
+    }
+
+    /// The next `N` bytes as an array.
+    pub fn take_array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let a = *rest.first_chunk::<N>().ok_or(WireError::Truncated { at: self.pos, needed: N })?;
+        self.pos += N;
+        Ok(a)
     }
 }
 
@@ -184,6 +190,7 @@ pub fn zigzag_decode(v: u64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -27,6 +27,10 @@ pub enum FsError {
     /// A request the filesystem refuses on purpose, with its errno.
     #[error("{what}")]
     Refused { errno: i32, what: &'static str },
+    /// The request's code panicked (a bug): the request fails with EIO,
+    /// the mount keeps serving.
+    #[error("internal error, the request panicked: {0}")]
+    Panicked(String),
 }
 
 impl FsError {
@@ -37,7 +41,7 @@ impl FsError {
     pub fn errno(&self) -> Errno {
         match self {
             FsError::Io(e) => Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)),
-            FsError::Rejected(_) | FsError::Read(_) => Errno::EIO,
+            FsError::Rejected(_) | FsError::Read(_) | FsError::Panicked(_) => Errno::EIO,
             FsError::Query(_) => Errno::EINVAL,
             FsError::Refused { errno, .. } => Errno::from_i32(*errno),
         }
@@ -47,7 +51,7 @@ impl FsError {
     /// refusals and ordinary errnos (ENOENT, EEXIST, ...) are routine.
     pub fn log(&self, op: &str) {
         match self {
-            FsError::Rejected(_) | FsError::Read(_) => log::error!("{op}: {self}"),
+            FsError::Rejected(_) | FsError::Read(_) | FsError::Panicked(_) => log::error!("{op}: {self}"),
             FsError::Io(e) if matches!(e.raw_os_error(), Some(libc::EIO) | None) => log::warn!("{op}: {self}"),
             _ => log::debug!("{op}: {self}"),
         }

@@ -196,6 +196,24 @@ macro_rules! error_reply {
 }
 error_reply!(ReplyEntry, ReplyAttr, ReplyData, ReplyEmpty, ReplyOpen, ReplyWrite, ReplyStatfs, ReplyXattr, ReplyCreate, ReplyDirectory);
 
+/// Answers one request: runs `compute` (panics caught, see [`caught`]),
+/// then replies exactly once, outside the computation: `ok` with its value,
+/// or the error's errno.
+fn answer<T, R: ErrorReply>(op: &str, reply: R, compute: impl FnOnce() -> FsResult<T>, ok: impl FnOnce(R, T)) {
+    finish(op, caught(op, compute), reply, ok);
+}
+
+/// Runs a request's computation. A panic in it (a bug, or an object no
+/// check foresaw) becomes an error answered with EIO and logged, instead of
+/// unwinding through fuser's request loop, which would end the whole mount.
+/// The reply is not inside: it is sent once, after this returns.
+fn caught<T>(op: &str, compute: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)).unwrap_or_else(|payload| {
+        let what = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("unknown panic");
+        Err(FsError::Panicked(format!("{op}: {what}")))
+    })
+}
+
 /// Sends the result of an operation: `ok` on success; on failure the
 /// error's errno, after logging it at its level.
 fn finish<T, R: ErrorReply>(op: &str, result: FsResult<T>, reply: R, ok: impl FnOnce(R, T)) {
@@ -219,15 +237,22 @@ impl Filesystem for At1Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        finish("lookup", self.lookup_child(parent.0, name), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
+        let lookup = || {
+            fault_injection::maybe_panic(name);
+            self.lookup_child(parent.0, name)
+        };
+        answer("lookup", reply, lookup, |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.table_mut().forget(ino.0, nlookup);
+        let _ = caught("forget", || {
+            self.table_mut().forget(ino.0, nlookup);
+            Ok(())
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        finish("getattr", self.attr(ino.0), reply, |r, a| r.attr(&TTL, &a));
+        answer("getattr", reply, || self.attr(ino.0), |r, a| r.attr(&TTL, &a));
     }
 
     fn setattr(
@@ -249,52 +274,51 @@ impl Filesystem for At1Fs {
         reply: ReplyAttr,
     ) {
         let change = attr::AttrChange { mode, uid, gid, size, atime, mtime, fh: fh.map(|f| f.0) };
-        finish("setattr", self.set_attr(req, ino.0, change), reply, |r, a| r.attr(&TTL, &a));
+        answer("setattr", reply, || self.set_attr(req, ino.0, change), |r, a| r.attr(&TTL, &a));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         use std::os::unix::ffi::OsStrExt;
-        let r = self.tree_path(ino.0).and_then(|p| Ok(std::fs::read_link(&p)?));
-        finish("readlink", r, reply, |r, t| r.data(t.as_os_str().as_bytes()));
+        answer("readlink", reply, || self.tree_path(ino.0).and_then(|p| Ok(std::fs::read_link(&p)?)), |r, t| r.data(t.as_os_str().as_bytes()));
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        finish("mknod", self.make_node(req, parent.0, name, mode & !umask, rdev), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
+        answer("mknod", reply, || self.make_node(req, parent.0, name, mode & !umask, rdev), |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        finish("mkdir", self.make_dir(req, parent.0, name, mode & !umask), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
+        answer("mkdir", reply, || self.make_dir(req, parent.0, name, mode & !umask), |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        finish("unlink", self.remove(parent.0, name, false), reply, |r, ()| r.ok());
+        answer("unlink", reply, || self.remove(parent.0, name, false), |r, ()| r.ok());
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        finish("rmdir", self.remove(parent.0, name, true), reply, |r, ()| r.ok());
+        answer("rmdir", reply, || self.remove(parent.0, name, true), |r, ()| r.ok());
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        finish("symlink", self.make_symlink(req, parent.0, link_name, target), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
+        answer("symlink", reply, || self.make_symlink(req, parent.0, link_name, target), |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
     fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
-        finish("rename", self.rename_entry(parent.0, name, newparent.0, newname, flags.bits()), reply, |r, ()| r.ok());
+        answer("rename", reply, || self.rename_entry(parent.0, name, newparent.0, newname, flags.bits()), |r, ()| r.ok());
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        finish("link", self.make_link(ino.0, newparent.0, newname), reply, |r, a| r.entry(&TTL, &a, Generation(0)));
+        answer("link", reply, || self.make_link(ino.0, newparent.0, newname), |r, a| r.entry(&TTL, &a, Generation(0)));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        finish("open", self.open_file(ino.0, flags.0, req), reply, |r, (fh, f)| r.opened(FileHandle(fh), f));
+        answer("open", reply, || self.open_file(ino.0, flags.0, req), |r, (fh, f)| r.opened(FileHandle(fh), f));
     }
 
     fn read(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
         if let Some(h) = self.sql_handle(fh.0) {
             return self.sql.read(sql::Requester::of(req), h, offset, size, reply);
         }
-        finish("read", self.read_file(ino.0, fh.0, offset, size), reply, |r, d| r.data(&d));
+        answer("read", reply, || self.read_file(ino.0, fh.0, offset, size), |r, d| r.data(&d));
     }
 
     fn write(
@@ -312,33 +336,33 @@ impl Filesystem for At1Fs {
         if let Some(h) = self.sql_handle(fh.0) {
             return self.sql.write(sql::Requester::of(req), h, offset, data, reply);
         }
-        finish("write", self.write_file(ino.0, fh.0, offset, data), reply, |r, n| r.written(n));
+        answer("write", reply, || self.write_file(ino.0, fh.0, offset, data), |r, n| r.written(n));
     }
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
         if let Some(h) = self.sql_handle(fh.0) {
             return self.sql.flush(sql::Requester::of(req), h, reply);
         }
-        finish("flush", self.flush_file(ino.0, fh.0), reply, |r, ()| r.ok());
+        answer("flush", reply, || self.flush_file(ino.0, fh.0), |r, ()| r.ok());
     }
 
     fn release(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
-        finish("release", self.release_file(ino.0, fh.0), reply, |r, ()| r.ok());
+        answer("release", reply, || self.release_file(ino.0, fh.0), |r, ()| r.ok());
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         if let Some(h) = self.sql_handle(fh.0) {
             return self.sql.flush(sql::Requester::of(req), h, reply);
         }
-        finish("fsync", self.fsync_file(ino.0, fh.0), reply, |r, ()| r.ok());
+        answer("fsync", reply, || self.fsync_file(ino.0, fh.0), |r, ()| r.ok());
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        finish("opendir", self.open_dir(ino.0), reply, |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()));
+        answer("opendir", reply, || self.open_dir(ino.0), |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()));
     }
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.handle(fh.0) {
+        match caught("readdir", || self.handle(fh.0)) {
             Ok(h) => {
                 if let Handle::Dir(entries) = &*h {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -351,55 +375,77 @@ impl Filesystem for At1Fs {
                     reply.error(Errno::ENOTDIR);
                 }
             }
-            Err(e) => reply.error(e.errno()),
+            Err(e) => {
+                e.log("readdir");
+                reply.error(e.errno());
+            }
         }
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.take_handle(fh.0);
-        reply.ok();
+        answer("releasedir", reply, || Ok(self.take_handle(fh.0)), |r, _| r.ok());
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let r = self.tree_path(ino.0).and_then(|p| Ok(std::fs::File::open(p)?.sync_all()?));
-        finish("fsyncdir", r, reply, |r, ()| r.ok());
+        answer("fsyncdir", reply, || self.tree_path(ino.0).and_then(|p| Ok(std::fs::File::open(p)?.sync_all()?)), |r, ()| r.ok());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        finish("statfs", self.statfs_store(), reply, |r, s| {
-            r.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32)
-        });
+        answer(
+            "statfs",
+            reply,
+            || self.statfs_store(),
+            |r, s| r.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32),
+        );
     }
 
     fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        finish("setxattr", self.set_xattr(ino.0, name, value, flags), reply, |r, ()| r.ok());
+        answer("setxattr", reply, || self.set_xattr(ino.0, name, value, flags), |r, ()| r.ok());
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        finish("getxattr", self.get_xattr(ino.0, name), reply, |r, v| xattr::reply_sized(r, &v, size));
+        answer("getxattr", reply, || self.get_xattr(ino.0, name), |r, v| xattr::reply_sized(r, &v, size));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        finish("listxattr", self.list_xattr(ino.0), reply, |r, v| xattr::reply_sized(r, &v, size));
+        answer("listxattr", reply, || self.list_xattr(ino.0), |r, v| xattr::reply_sized(r, &v, size));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        finish("removexattr", self.remove_xattr(ino.0, name), reply, |r, ()| r.ok());
+        answer("removexattr", reply, || self.remove_xattr(ino.0, name), |r, ()| r.ok());
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // default_permissions makes the kernel check; reaching here means
         // the node exists.
-        finish("access", self.kind(ino.0).map(|_| ()), reply, |r, ()| r.ok());
+        answer("access", reply, || self.kind(ino.0).map(|_| ()), |r, ()| r.ok());
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        finish("create", self.create_file(req, parent.0, name, mode & !umask, flags), reply, |r, (a, fh, f)| {
-            r.created(&TTL, &a, Generation(0), FileHandle(fh), f)
-        });
+        answer(
+            "create",
+            reply,
+            || self.create_file(req, parent.0, name, mode & !umask, flags),
+            |r, (a, fh, f)| r.created(&TTL, &a, Generation(0), FileHandle(fh), f),
+        );
     }
 
     fn fallocate(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
-        finish("fallocate", self.allocate(ino.0, fh.0, offset, length, mode), reply, |r, ()| r.ok());
+        answer("fallocate", reply, || self.allocate(ino.0, fh.0, offset, length, mode), |r, ()| r.ok());
+    }
+}
+
+/// Test-only fault injection (feature `fault-injection`): looking up
+/// [`fault_injection::PANIC_NAME`] panics inside the request, so tests can
+/// see a panicking request answered with EIO while the mount keeps
+/// serving. Compiled to nothing otherwise.
+pub mod fault_injection {
+    /// The name whose lookup panics when the feature is on.
+    pub const PANIC_NAME: &str = "at1-fault-injection-panic";
+
+    pub fn maybe_panic(name: &std::ffi::OsStr) {
+        if cfg!(feature = "fault-injection") && name == PANIC_NAME {
+            panic!("fault injection: lookup of {PANIC_NAME}");
+        }
     }
 }

@@ -36,8 +36,12 @@ impl ReadAhead {
             let spawned = std::thread::Builder::new().name(format!("at1-readahead-{i}")).spawn(move || {
                 for (reader, segment) in rx.iter() {
                     let mut cost = AccessCost::default();
-                    // An error surfaces when the read itself comes.
-                    let _ = reader.segment_text(segment, &mut cost);
+                    // An error surfaces when the read itself comes; so does
+                    // a panic (logged here), and the worker lives on.
+                    let decode = std::panic::AssertUnwindSafe(|| reader.segment_text(segment, &mut cost).map(drop));
+                    if std::panic::catch_unwind(decode).is_err() {
+                        log::error!("read-ahead of segment {segment} panicked");
+                    }
                     Stats::add(&stats.bytes_decoded, cost.bytes_decoded);
                 }
             });

@@ -157,6 +157,9 @@ impl BlockCache {
     fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
+        // `new` makes at least one shard, and the index is taken modulo
+        // their number.
+        #[allow(clippy::indexing_slicing)]
         &self.shards[(h.finish() as usize) % self.shards.len()]
     }
 
@@ -242,6 +245,7 @@ impl BlockCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;

@@ -5,8 +5,14 @@ use std::cmp::Ordering;
 
 use super::{AccessCost, ReadError, Reader};
 use crate::codec::columnar::ColumnChunk;
-use crate::format::{ColumnStats, Dialect, Sum, Table, STRING_BOUND_LIMIT};
+use crate::format::{ColumnStats, Dialect, FormatError, RowGroupMeta, Sum, Table, STRING_BOUND_LIMIT};
 use crate::value::{Decimal, Scalar, ValueType};
+
+/// The statistics of column `col` in a row group (every row group has one
+/// per column: checked when the object was opened).
+fn stats_of(meta: &RowGroupMeta, col: usize) -> Result<&ColumnStats, ReadError> {
+    meta.stats.get(col).ok_or_else(|| FormatError::Inconsistent(format!("no statistics for column {col}")).into())
+}
 
 /// One row of a table: its index in the file and its values (NULL = None).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +93,18 @@ impl Reader {
             .ok_or_else(|| ReadError::UnknownColumn(name.to_string()))
     }
 
+    /// The index and file type of the column named `name`.
+    fn column_of(&self, name: &str) -> Result<(usize, ValueType), ReadError> {
+        let col = self.column_index(name)?;
+        let def = self.table_or_err()?.columns.get(col).ok_or_else(|| ReadError::UnknownColumn(name.to_string()))?;
+        Ok((col, def.logical_type))
+    }
+
     /// Every column of the given rows of one row group (each column decoded
     /// once).
     pub fn rows(&self, rg: usize, rows_in_rg: &[usize], cost: &mut AccessCost) -> Result<Vec<Row>, ReadError> {
         let table = self.table_or_err()?;
-        let meta = &table.row_groups[rg];
+        let meta = table.row_groups.get(rg).ok_or_else(|| FormatError::Inconsistent(format!("no row group {rg}")))?;
         let mut out: Vec<Row> = rows_in_rg.iter().map(|&r| Row { row: meta.first_row + r as u64, values: Vec::with_capacity(table.columns.len()) }).collect();
         if rows_in_rg.is_empty() {
             return Ok(out);
@@ -115,8 +128,7 @@ impl Reader {
     /// decoded.
     pub fn range(&self, column: &str, lo: Option<&Scalar>, hi: Option<&Scalar>, limit: usize, cost: &mut AccessCost) -> Result<Vec<Row>, ReadError> {
         let table = self.table_or_err()?;
-        let col = self.column_index(column)?;
-        let logical = table.columns[col].logical_type;
+        let (col, logical) = self.column_of(column)?;
         let in_range = |v: &Scalar| {
             lo.is_none_or(|lo| matches!(v.compare(lo), Some(Ordering::Greater | Ordering::Equal)))
                 && hi.is_none_or(|hi| matches!(v.compare(hi), Some(Ordering::Less | Ordering::Equal)))
@@ -126,7 +138,7 @@ impl Reader {
             if rows.len() >= limit {
                 break;
             }
-            if !may_contain(&meta.stats[col], logical, lo, hi) {
+            if !may_contain(stats_of(meta, col)?, logical, lo, hi) {
                 continue;
             }
             let chunk = self.column(rg, col, cost)?;
@@ -142,12 +154,11 @@ impl Reader {
     /// row groups whose roll-ups cannot answer are decoded.
     pub fn aggregate(&self, column: &str, op: Aggregate, cost: &mut AccessCost) -> Result<AggregateResult, ReadError> {
         let table = self.table_or_err()?;
-        let col = self.column_index(column)?;
-        let logical = table.columns[col].logical_type;
+        let (col, logical) = self.column_of(column)?;
         let mut acc = Fold::new(op);
         let mut decoded = 0;
         for (rg, meta) in table.row_groups.iter().enumerate() {
-            let stats = &meta.stats[col];
+            let stats = stats_of(meta, col)?;
             if acc.add_stats(stats, logical) {
                 continue;
             }
@@ -213,7 +224,8 @@ impl Fold {
         match self.op {
             Aggregate::Count => self.count += s.values,
             Aggregate::Sum => match s.sum {
-                Some(Sum::Int(v)) => self.int_sum += v,
+                // Saturating: a footer's sums are not trusted to be small.
+                Some(Sum::Int(v)) => self.int_sum = self.int_sum.saturating_add(v),
                 Some(Sum::Decimal { mantissa, scale }) => self.add_decimal(mantissa, scale),
                 None => return false,
             },
@@ -244,7 +256,7 @@ impl Fold {
         match self.op {
             Aggregate::Count => self.count += 1,
             Aggregate::Sum => match v {
-                Scalar::Int(i) => self.int_sum += i128::from(*i),
+                Scalar::Int(i) => self.int_sum = self.int_sum.saturating_add(i128::from(*i)),
                 Scalar::Decimal(d) => self.add_decimal(i128::from(d.mantissa), d.scale),
                 Scalar::Float(f) => *self.float_sum.get_or_insert(0.0) += f,
                 _ => {}

@@ -13,6 +13,11 @@
 //! their segment matched, so a decoder bug or a corruption the block CRC
 //! could not see still gives an error, never wrong bytes.
 
+// Bytes of an object are untrusted: nothing here may panic on them. Every
+// index is checked (`get`, checked ranges, iterators) or carries an
+// `allow` with the reason it cannot fail. Test modules may unwrap.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod cache;
 mod lookup;
 
@@ -35,7 +40,8 @@ use crate::codec::columnar::{self, ColumnChunk};
 use crate::codec::ints::IntPacking;
 use crate::codec::{backend, decode_segment, BlockSource, CodecError};
 use crate::format::{
-    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN, TRAILER_LEN,
+    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupMeta, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN,
+    TRAILER_LEN,
 };
 
 /// Why a read failed.
@@ -146,22 +152,18 @@ impl Object {
     }
 
     fn parse(bytes: ObjectBytes) -> Result<Object, ReadError> {
-        check_header(&bytes[..bytes.len().min(HEADER_LEN as usize)])?;
+        check_header(&bytes)?;
         let len = bytes.len() as u64;
-        if len < HEADER_LEN + TRAILER_LEN {
-            return Err(FormatError::Truncated(format!("{len} bytes is less than a header and a trailer")).into());
-        }
-        let trailer_at = (len - TRAILER_LEN) as usize;
-        let trailer = Trailer::decode(&bytes[trailer_at..], len)?;
-        let footer_bytes = &bytes[trailer.footer_offset as usize..trailer_at];
+        let truncated = || FormatError::Truncated(format!("{len} bytes is less than a header and a trailer"));
+        let trailer_at = bytes.len().checked_sub(TRAILER_LEN as usize).filter(|&at| at >= HEADER_LEN as usize).ok_or_else(truncated)?;
+        let trailer = Trailer::decode(bytes.get(trailer_at..).ok_or_else(truncated)?, len)?;
+        // Trailer::decode checked that the footer lies in [16, trailer_at).
+        let footer_bytes = bytes.get(trailer.footer_offset as usize..trailer_at).ok_or_else(truncated)?;
         let footer = decode_footer(footer_bytes, &trailer)?;
-        let mut row_group_segment = vec![usize::MAX; footer.table.as_ref().map_or(0, |t| t.row_groups.len())];
-        for (i, s) in footer.segments.iter().enumerate() {
-            if let SegmentKind::RowGroup(rg) = s.kind {
-                row_group_segment[rg as usize] = i;
-            }
-        }
-        let key = ObjectKey { sha_prefix: u64::from_le_bytes(trailer.original_sha256[..8].try_into().unwrap_or([0; 8])), footer_crc: trailer.footer_crc32c };
+        // The layout check made the k-th row group segment name row group k.
+        let row_group_segment = footer.segments.iter().enumerate().filter(|(_, s)| matches!(s.kind, SegmentKind::RowGroup(_))).map(|(i, _)| i).collect();
+        let sha_prefix = u64::from_le_bytes(*trailer.original_sha256.first_chunk().unwrap_or(&[0; 8]));
+        let key = ObjectKey { sha_prefix, footer_crc: trailer.footer_crc32c };
         Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()), column_dictionaries: Mutex::new(HashMap::new()) })
     }
 
@@ -194,7 +196,10 @@ impl Object {
     /// The stored bytes of block `id`, after their CRC-32C matched.
     pub fn verified_block(&self, id: u32) -> Result<VerifiedBlock<'_>, FormatError> {
         let desc = self.footer.blocks.get(id as usize).ok_or_else(|| FormatError::Inconsistent(format!("no block {id}")))?;
-        let bytes = &self.bytes[desc.offset as usize..(desc.offset + desc.stored_len) as usize];
+        // In range once the footer's layout check passed: blocks tile
+        // [16, footer offset).
+        let range = desc.offset as usize..desc.offset.saturating_add(desc.stored_len) as usize;
+        let bytes = self.bytes.get(range).ok_or_else(|| FormatError::Inconsistent(format!("block {id} lies outside the object")))?;
         VerifiedBlock::check(id, desc, bytes)
     }
 
@@ -318,9 +323,46 @@ impl Object {
         self.metadata_len() + self.footer.segments.iter().map(|s| segment_bytes(&s.kind)).max().unwrap_or(0)
     }
 
+    /// Segment `index`, or an error naming it (an index from a caller or
+    /// from a row group mapping; the footer's checks keep ours in range).
+    fn segment(&self, index: usize) -> Result<&crate::format::Segment, FormatError> {
+        self.footer.segments.get(index).ok_or_else(|| FormatError::Inconsistent(format!("no segment {index}")))
+    }
+
     fn segment_index_at(&self, offset: u64) -> usize {
         self.footer.segments.partition_point(|s| s.offset + s.len <= offset)
     }
+}
+
+/// What a column chunk's payload says against what the footer says of it
+/// (docs/FORMAT.md §6.5): a payload is decoded lazily, so these are checked
+/// here rather than at open. Every reader of a chunk (SQL, lookups) then
+/// may rely on the footer's row count and statistics.
+fn check_chunk(chunk: &ColumnChunk, meta: &RowGroupMeta, rg: usize, col: usize) -> Result<(), FormatError> {
+    let what = || format!("column {col} of row group {rg}");
+    if chunk.rows() as u64 != meta.row_count {
+        return Err(FormatError::Inconsistent(format!("{} has {} rows but the footer says {}", what(), chunk.rows(), meta.row_count)));
+    }
+    let stats = meta.stats.get(col).ok_or_else(|| FormatError::Inconsistent(format!("{} has no statistics", what())))?;
+    if chunk.storage_type != stats.storage_type {
+        return Err(FormatError::Inconsistent(format!(
+            "{} is stored as {} but the footer says {}",
+            what(),
+            chunk.storage_type.name(),
+            stats.storage_type.name()
+        )));
+    }
+    let values = chunk.non_null_count() as u64;
+    if values != stats.values {
+        return Err(FormatError::Inconsistent(format!(
+            "{} holds {values} values and {} NULLs but its statistics say {} and {}",
+            what(),
+            meta.row_count - values,
+            stats.values,
+            stats.nulls
+        )));
+    }
+    Ok(())
 }
 
 fn charge(cost: &Cell<AccessCost>, read: u64, decoded: u64) {
@@ -399,7 +441,7 @@ impl Reader {
     /// The verified original bytes of segment `index`, from the cache or
     /// decoded once however many threads ask at the same time.
     pub fn segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
-        if matches!(self.object.footer.segments[index].kind, SegmentKind::Literal(_)) {
+        if matches!(self.object.segment(index)?.kind, SegmentKind::Literal(_)) {
             return self.decode_segment_text(index, cost);
         }
         match self.cached_or_loaded(Piece::Segment(index as u32), cost, |cost| self.decode_segment_text(index, cost).map(CacheEntry::Text))? {
@@ -414,7 +456,7 @@ impl Reader {
     }
 
     fn decode_segment_text(&self, index: usize, cost: &mut AccessCost) -> Result<Arc<Vec<u8>>, ReadError> {
-        let segment = &self.object.footer.segments[index];
+        let segment = self.object.segment(index)?;
         let cell = Cell::new(AccessCost::default());
         let source = ObjectSource { object: &self.object, cost: &cell };
         let mut text = Vec::with_capacity(segment.len as usize);
@@ -447,11 +489,13 @@ impl Reader {
         let mut index = self.object.segment_index_at(offset);
         let mut pos = offset;
         while pos < end {
-            let segment = &self.object.footer.segments[index];
+            let segment = self.object.segment(index)?;
             let text = self.segment_text(index, cost)?;
-            let from = (pos - segment.offset) as usize;
-            let to = ((end - segment.offset) as usize).min(text.len());
-            out.extend_from_slice(&text[from..to]);
+            // Segments tile the original, so the one found for `pos` starts
+            // at or before it, and its text is `segment.len` bytes.
+            let from = pos.saturating_sub(segment.offset) as usize;
+            let to = (end.saturating_sub(segment.offset) as usize).min(text.len());
+            out.extend_from_slice(text.get(from..to).ok_or_else(|| FormatError::Inconsistent(format!("segment {index} does not hold offset {pos}")))?);
             pos = segment.offset + to as u64;
             index += 1;
         }
@@ -487,20 +531,24 @@ impl Reader {
                 let payload = source.payload(block)?;
                 let chunk = columnar::decode_column(&payload, &|d| source.column_dictionary(d));
                 cost.add(cell.get());
-                Ok(Arc::new(chunk?))
+                let chunk = chunk?;
+                check_chunk(&chunk, meta, rg, col)?;
+                Ok(Arc::new(chunk))
             }
             RowGroupStorage::Raw { .. } => {
                 // A row group kept raw: parse its verified text back into
                 // columns with the codec's own encoder and decoder, so its
                 // values are read exactly as a columnar one's would be.
-                let segment = self.object.row_group_segment[rg];
+                let segment = *self.object.row_group_segment.get(rg).ok_or_else(|| FormatError::Inconsistent(format!("row group {rg} has no segment")))?;
                 let text = self.segment_text(segment, cost)?;
                 let at_eof = segment + 1 == self.object.footer.segments.len();
                 let encoded = columnar::encode_row_group(&text, &table.dialect, table.columns.len(), at_eof, IntPacking::Bytes, &[])?;
                 // The other columns came for free: keep them too.
                 let mut wanted = None;
                 for (c, enc) in encoded.columns.iter().enumerate() {
-                    let chunk = Arc::new(columnar::decode_column(&enc.payload, &columnar::no_shared)?);
+                    let chunk = columnar::decode_column(&enc.payload, &columnar::no_shared)?;
+                    check_chunk(&chunk, meta, rg, c)?;
+                    let chunk = Arc::new(chunk);
                     if c == col {
                         wanted = Some(chunk);
                     } else {

@@ -20,7 +20,7 @@ use super::stats::StatsBuilder;
 use crate::codec::ints::{decode_ints, encode_ints, IntPacking};
 use crate::codec::CodecError;
 use crate::format::wire::{WireReader, WireWriter};
-use crate::format::{ColumnStats, Dialect};
+use crate::format::{ColumnStats, Dialect, MAX_ROW_GROUP_ROWS};
 use crate::value::{self, Decimal, Scalar, TimestampFormat, ValueType, NULL_TOKENS};
 
 /// Row code: the field is a typed value.
@@ -71,9 +71,11 @@ pub struct StrValues {
 }
 
 impl StrValues {
-    pub fn get(&self, value: usize) -> &[u8] {
+    /// String `value` (through the dictionaries); `None` past the end.
+    #[inline]
+    pub fn get(&self, value: usize) -> Option<&[u8]> {
         let mut entry = match &self.indices {
-            Some(ix) => ix[value] as usize,
+            Some(ix) => *ix.get(value)? as usize,
             None => value,
         };
         if let Some(shared) = &self.shared {
@@ -82,13 +84,14 @@ impl StrValues {
             }
             entry -= shared.len();
         }
-        &self.bytes[self.offsets[entry] as usize..self.offsets[entry + 1] as usize]
+        let (&start, &end) = (self.offsets.get(entry)?, self.offsets.get(entry + 1)?);
+        self.bytes.get(start as usize..end as usize)
     }
 
     pub fn len(&self) -> usize {
         match &self.indices {
             Some(ix) => ix.len(),
-            None => self.offsets.len() - 1,
+            None => self.offsets.len().saturating_sub(1),
         }
     }
 
@@ -109,6 +112,8 @@ pub struct ColumnChunk {
     /// on first random access (SQL); rebuilding text walks the chunk with a
     /// [`TextCursor`] and never needs it.
     value_index: std::sync::OnceLock<Vec<u32>>,
+    /// Rows with a typed value or an exception, counted while decoding.
+    non_null: usize,
 }
 
 /// The result of encoding one chunk.
@@ -271,11 +276,11 @@ pub fn encode_chunk(fields: &[Option<FieldRef<'_>>], dialect: &Dialect, packing:
     let mut codes = vec![CODE_VALUE; fields.len()];
     let mut contents: Vec<Cow<'_, [u8]>> = Vec::with_capacity(fields.len());
     let mut content_rows = Vec::with_capacity(fields.len());
-    for (row, f) in fields.iter().enumerate() {
+    for (row, (f, code)) in fields.iter().zip(&mut codes).enumerate() {
         match f {
-            None => codes[row] = CODE_MISSING,
+            None => *code = CODE_MISSING,
             Some(f) => match null_code(f) {
-                Some(code) => codes[row] = code,
+                Some(null) => *code = null,
                 None => {
                     contents.push(if f.kind == FieldKind::Quoted { unquote(f.raw, quote) } else { Cow::Borrowed(f.raw) });
                     content_rows.push(row);
@@ -327,11 +332,12 @@ fn classify(
     let mut builder = ValueBuilder::new(ty);
     let mut exceptions = Vec::new();
     for (content, &row) in contents.iter().zip(content_rows) {
-        let Some(field) = &fields[row] else { continue };
+        // `content_rows` are rows of `fields` (and `codes`) that hold a field.
+        let (Some(Some(field)), Some(code)) = (fields.get(row), codes.get_mut(row)) else { continue };
         if builder.accept(field, content, dialect) {
-            codes[row] = CODE_VALUE;
+            *code = CODE_VALUE;
         } else {
-            codes[row] = CODE_EXCEPTION;
+            *code = CODE_EXCEPTION;
             exceptions.push((row as u32, field.raw.to_vec()));
         }
     }
@@ -519,17 +525,26 @@ pub fn no_shared(block: u32) -> Result<Arc<SharedStrings>, CodecError> {
 pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<ColumnChunk, CodecError> {
     let mut r = WireReader::new(payload);
     let storage_type = ValueType::from_id(r.u8()?).ok_or_else(|| malformed("value type"))?;
-    // Every row costs at least a bit of payload, so a larger count is corrupt.
-    let rows = r.count("row count", (payload.len() as u64).saturating_mul(8).max(1 << 16))?;
+    // Every row costs at least a bit of payload, so a larger count is
+    // corrupt; and no row group holds more than the format's limit.
+    let rows = r.count("row count", (payload.len() as u64).saturating_mul(8).clamp(1 << 16, MAX_ROW_GROUP_ROWS))?;
     let codes = decode_codes(&mut r, rows)?;
-    let n_exc = r.count("exception count", rows as u64)?;
+    // Each exception takes at least two bytes (its row delta and length).
+    let n_exc = r.count("exception count", (rows as u64).min(r.remaining() as u64 / 2))?;
     let mut exceptions = Vec::with_capacity(n_exc);
     let mut row = 0u64;
-    for _ in 0..n_exc {
-        row += r.varint()?;
+    for i in 0..n_exc {
+        // Ascending and distinct: every later delta is at least 1. The rows
+        // are then one-to-one with the exception codes (counted below), and
+        // sorted for the lookups by binary search.
+        let delta = r.varint()?;
+        if i > 0 && delta == 0 {
+            return Err(malformed("exception rows repeat"));
+        }
+        row = row.checked_add(delta).ok_or_else(|| malformed("exception row"))?;
         let raw = r.bytes()?.to_vec();
         let r32 = u32::try_from(row).map_err(|_| malformed("exception row"))?;
-        if row as usize >= rows || codes[row as usize] != CODE_EXCEPTION {
+        if codes.get(row as usize) != Some(&CODE_EXCEPTION) {
             return Err(malformed("exception row does not match its code"));
         }
         exceptions.push((r32, raw));
@@ -562,7 +577,15 @@ pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<Column
             if usize::from(spelling) >= value::BOOL_SPELLINGS.len() {
                 return Err(malformed("boolean spelling"));
             }
-            let bits = decode_ints(&mut r, n)?.into_iter().map(|b| b != 0).collect();
+            let bits = decode_ints(&mut r, n)?
+                .into_iter()
+                .map(|b| match b {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                })
+                .collect::<Option<Vec<bool>>>()
+                .ok_or_else(|| malformed("boolean other than 0 or 1"))?;
             Values::Bool { spelling, bits }
         }
         ValueType::String => Values::Str(decode_strings(&mut r, n, shared)?),
@@ -570,9 +593,18 @@ pub fn decode_chunk(payload: &[u8], shared: SharedResolver<'_>) -> Result<Column
     if !r.is_at_end() {
         return Err(malformed("trailing bytes in a column chunk"));
     }
-    Ok(ColumnChunk { storage_type, codes, values, exceptions, value_index: std::sync::OnceLock::new() })
+    Ok(ColumnChunk { storage_type, codes, values, exceptions, non_null: n + n_exc, value_index: std::sync::OnceLock::new() })
 }
 
+/// The token of a NULL row code (1..=6).
+fn null_token(code: u8) -> Result<&'static [u8], CodecError> {
+    code.checked_sub(CODE_FIRST_NULL).and_then(|i| NULL_TOKENS.get(usize::from(i))).copied().ok_or_else(|| malformed("row code"))
+}
+
+// Cold and out of line: errors are rare, and their formatting would
+// otherwise crowd the per-field loops out of the inliner's budget.
+#[cold]
+#[inline(never)]
 fn malformed(what: &str) -> CodecError {
     CodecError::Malformed(format!("column chunk: {what}"))
 }
@@ -653,7 +685,9 @@ impl ColumnChunk {
         self.codes.len()
     }
 
-    fn value_index(&self, row: usize) -> usize {
+    /// Index into the values of `row`, a `CODE_VALUE` row.
+    #[inline]
+    fn value_index(&self, row: usize) -> Option<usize> {
         let index = self.value_index.get_or_init(|| {
             let mut n = 0u32;
             self.codes
@@ -665,14 +699,15 @@ impl ColumnChunk {
                 })
                 .collect()
         });
-        index[row] as usize
+        index.get(row).map(|&i| i as usize)
     }
 
     /// The string value of `row` without copying it, when the chunk stores
     /// strings and the row holds a typed value.
+    #[inline]
     pub fn str_at(&self, row: usize) -> Option<&[u8]> {
-        match (&self.values, self.codes[row]) {
-            (Values::Str(s), CODE_VALUE) => Some(s.get(self.value_index(row))),
+        match (&self.values, self.codes.get(row)?) {
+            (Values::Str(s), &CODE_VALUE) => s.get(self.value_index(row)?),
             _ => None,
         }
     }
@@ -683,41 +718,47 @@ impl ColumnChunk {
     }
 
     /// Appends the exact original text of the field in `row`. `Err` for a
-    /// missing field (the row layout must supply such rows).
+    /// missing field (the row layout must supply such rows) and for a row
+    /// past the end.
     pub fn write_field(&self, row: usize, dialect: &Dialect, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        match self.codes[row] {
-            CODE_VALUE => self.write_value(self.value_index(row), dialect, out),
+        match *self.codes.get(row).ok_or_else(|| malformed("row past the end"))? {
+            CODE_VALUE => self.value_index(row).and_then(|i| self.write_value(i, dialect, out)).ok_or_else(|| malformed("value past the end"))?,
             CODE_EXCEPTION => out.extend_from_slice(self.exception(row).ok_or_else(|| malformed("exception missing"))?),
             CODE_MISSING => return Err(malformed("a missing field in a regular row")),
-            null => out.extend_from_slice(NULL_TOKENS[usize::from(null - CODE_FIRST_NULL)]),
+            null => out.extend_from_slice(null_token(null)?),
         }
         Ok(())
     }
 
     fn exception(&self, row: usize) -> Option<&[u8]> {
         let i = self.exceptions.binary_search_by_key(&(row as u32), |(r, _)| *r).ok()?;
-        Some(&self.exceptions[i].1)
+        self.exceptions.get(i).map(|(_, raw)| raw.as_slice())
     }
 
-    fn write_value(&self, i: usize, dialect: &Dialect, out: &mut Vec<u8>) {
+    /// Appends the canonical text of value `i`; `None` when there is no
+    /// such value. (Decoding made one value per `CODE_VALUE` row, so a
+    /// chunk's own rows always have theirs. An `Option`, not a `Result`:
+    /// this runs once per field when text is rebuilt.)
+    fn write_value(&self, i: usize, dialect: &Dialect, out: &mut Vec<u8>) -> Option<()> {
         match &self.values {
             Values::Null => {}
-            Values::Int(v) => value::format_int(v[i], out),
-            Values::Decimal { mantissas, scales } => value::format_decimal_into(Decimal { mantissa: mantissas[i], scale: scales[i] }, out),
-            Values::Timestamp { format, seconds } => value::format_timestamp_into(seconds[i], *format, out),
-            Values::Date(days) => value::format_date_into(days[i] as i32, out),
+            Values::Int(v) => value::format_int(*v.get(i)?, out),
+            Values::Decimal { mantissas, scales } => value::format_decimal_into(Decimal { mantissa: *mantissas.get(i)?, scale: *scales.get(i)? }, out),
+            Values::Timestamp { format, seconds } => value::format_timestamp_into(*seconds.get(i)?, *format, out),
+            Values::Date(days) => value::format_date_into(*days.get(i)? as i32, out),
             Values::Bool { spelling, bits } => {
-                let (t, f) = value::BOOL_SPELLINGS[usize::from(*spelling)];
-                out.extend_from_slice(if bits[i] { t } else { f });
+                let (t, f) = value::BOOL_SPELLINGS.get(usize::from(*spelling))?;
+                out.extend_from_slice(if *bits.get(i)? { t } else { f });
             }
-            Values::Str(s) => write_canonical_string(s.get(i), dialect, out),
+            Values::Str(s) => write_canonical_string(s.get(i)?, dialect, out),
         }
+        Some(())
     }
 
     /// The typed value of `row` as stored (`None` for NULL or missing).
     pub fn scalar(&self, row: usize, quote: Option<u8>) -> Option<Scalar> {
-        match self.codes[row] {
-            CODE_VALUE => Some(self.value_scalar(self.value_index(row))),
+        match *self.codes.get(row)? {
+            CODE_VALUE => self.value_scalar(self.value_index(row)?),
             CODE_EXCEPTION => {
                 let raw = self.exception(row)?;
                 value::parse_lenient(self.storage_type, &unquote(raw, quote))
@@ -726,28 +767,29 @@ impl ColumnChunk {
         }
     }
 
-    fn value_scalar(&self, i: usize) -> Scalar {
-        match &self.values {
+    fn value_scalar(&self, i: usize) -> Option<Scalar> {
+        Some(match &self.values {
             Values::Null => Scalar::Str(Vec::new()),
-            Values::Int(v) => Scalar::Int(v[i]),
-            Values::Decimal { mantissas, scales } => Scalar::Decimal(Decimal { mantissa: mantissas[i], scale: scales[i] }),
-            Values::Timestamp { seconds, .. } => Scalar::Timestamp(seconds[i]),
-            Values::Date(days) => Scalar::Date(days[i] as i32),
-            Values::Bool { bits, .. } => Scalar::Bool(bits[i]),
-            Values::Str(s) => Scalar::Str(s.get(i).to_vec()),
-        }
+            Values::Int(v) => Scalar::Int(*v.get(i)?),
+            Values::Decimal { mantissas, scales } => Scalar::Decimal(Decimal { mantissa: *mantissas.get(i)?, scale: *scales.get(i)? }),
+            Values::Timestamp { seconds, .. } => Scalar::Timestamp(*seconds.get(i)?),
+            Values::Date(days) => Scalar::Date(*days.get(i)? as i32),
+            Values::Bool { bits, .. } => Scalar::Bool(*bits.get(i)?),
+            Values::Str(s) => Scalar::Str(s.get(i)?.to_vec()),
+        })
     }
 
     /// The field's text as SQL sees it when the column is a string column:
     /// the unquoted content (`None` for NULL or missing).
     pub fn text(&self, row: usize, dialect: &Dialect) -> Option<Vec<u8>> {
-        match self.codes[row] {
+        match *self.codes.get(row)? {
             CODE_VALUE => {
+                let i = self.value_index(row)?;
                 if let Values::Str(s) = &self.values {
-                    return Some(s.get(self.value_index(row)).to_vec());
+                    return Some(s.get(i)?.to_vec());
                 }
                 let mut out = Vec::new();
-                self.write_value(self.value_index(row), dialect, &mut out);
+                self.write_value(i, dialect, &mut out)?;
                 Some(out)
             }
             CODE_EXCEPTION => Some(unquote(self.exception(row)?, dialect.quote).into_owned()),
@@ -755,8 +797,16 @@ impl ColumnChunk {
         }
     }
 
+    /// Rows holding a value (typed or exception): what the statistics
+    /// count as values.
+    pub fn non_null_count(&self) -> usize {
+        self.non_null
+    }
+
+    /// Whether `row` holds no value (a NULL token, a missing field, or a
+    /// row past the end).
     pub fn is_null(&self, row: usize) -> bool {
-        self.codes[row] != CODE_VALUE && self.codes[row] != CODE_EXCEPTION
+        !matches!(self.codes.get(row), Some(&(CODE_VALUE | CODE_EXCEPTION)))
     }
 }
 
@@ -789,7 +839,7 @@ impl TextCursor<'_> {
                 if self.memo_value != usize::MAX && self.memo.end <= start && chunk.same_value(self.memo_value, i) {
                     out.extend_from_within(self.memo.clone());
                 } else {
-                    chunk.write_value(i, dialect, out);
+                    chunk.write_value(i, dialect, out).ok_or_else(|| malformed("value past the end"))?;
                 }
                 self.memo = start..out.len();
                 self.memo_value = i;
@@ -800,7 +850,7 @@ impl TextCursor<'_> {
                 out.extend_from_slice(raw);
             }
             CODE_MISSING => return Err(malformed("a missing field in a regular row")),
-            null => out.extend_from_slice(NULL_TOKENS[usize::from(null - CODE_FIRST_NULL)]),
+            null => out.extend_from_slice(null_token(null)?),
         }
         Ok(())
     }
@@ -817,20 +867,25 @@ impl TextCursor<'_> {
 }
 
 impl ColumnChunk {
-    /// Whether values `a` and `b` are equal (so have the same text).
+    /// Whether values `a` and `b` exist and are equal (so have the same
+    /// text).
     fn same_value(&self, a: usize, b: usize) -> bool {
+        fn same<T: PartialEq>(v: &[T], a: usize, b: usize) -> bool {
+            matches!((v.get(a), v.get(b)), (Some(x), Some(y)) if x == y)
+        }
         match &self.values {
             Values::Null => false,
-            Values::Int(v) | Values::Date(v) => v[a] == v[b],
-            Values::Decimal { mantissas, scales } => mantissas[a] == mantissas[b] && scales[a] == scales[b],
-            Values::Timestamp { seconds, .. } => seconds[a] == seconds[b],
-            Values::Bool { bits, .. } => bits[a] == bits[b],
-            Values::Str(s) => s.indices.as_ref().is_some_and(|ix| ix[a] == ix[b]),
+            Values::Int(v) | Values::Date(v) => same(v, a, b),
+            Values::Decimal { mantissas, scales } => same(mantissas, a, b) && same(scales, a, b),
+            Values::Timestamp { seconds, .. } => same(seconds, a, b),
+            Values::Bool { bits, .. } => same(bits, a, b),
+            Values::Str(s) => s.indices.as_ref().is_some_and(|ix| same(ix, a, b)),
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::LineTerminator;
@@ -907,6 +962,41 @@ mod tests {
             assert_eq!(out, t.as_bytes(), "row {row}");
         }
         assert!(decode_chunk(&enc.payload, &no_shared).is_err());
+    }
+
+    #[test]
+    fn booleans_other_than_0_or_1_are_refused() {
+        // type boolean, 2 rows, every row a value, no exceptions, spelling
+        // TRUE/FALSE, then a constant stream: zigzag(1) = 2, zigzag(2) = 4.
+        let ones = [ValueType::Bool as u8, 2, 0, 0, 0, 0, 2];
+        let chunk = decode_chunk(&ones, &no_shared).unwrap();
+        assert_eq!(chunk.scalar(1, None), Some(Scalar::Bool(true)));
+        let twos = [ValueType::Bool as u8, 2, 0, 0, 0, 0, 4];
+        let err = decode_chunk(&twos, &no_shared).unwrap_err();
+        assert!(err.to_string().contains("boolean other than 0 or 1"), "{err}");
+    }
+
+    #[test]
+    fn exception_rows_that_wrap_around_or_repeat_are_refused() {
+        // integer, 2 rows, both exceptions (one run of code 254), then the
+        // exception list, and an empty value stream (kind 0, value 0).
+        let payload = |deltas: [&[u8]; 2]| {
+            let mut p = vec![ValueType::Int as u8, 2, 1, 1, 2, CODE_EXCEPTION, 2];
+            for (d, raw) in deltas.iter().zip([b'a', b'b']) {
+                p.extend_from_slice(d);
+                p.extend_from_slice(&[1, raw]);
+            }
+            p.extend_from_slice(&[0, 0]);
+            p
+        };
+        let ok = decode_chunk(&payload([&[0], &[1]]), &no_shared).unwrap();
+        assert_eq!(ok.exceptions, vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        // 1, then 2^64 - 1: the second row wraps around to 0.
+        let wrap = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let err = decode_chunk(&payload([&[1], &wrap]), &no_shared).unwrap_err();
+        assert!(err.to_string().contains("exception row"), "{err}");
+        let err = decode_chunk(&payload([&[1], &[0]]), &no_shared).unwrap_err();
+        assert!(err.to_string().contains("exception rows repeat"), "{err}");
     }
 
     #[test]

@@ -75,15 +75,18 @@ impl SharedStrings {
     }
 
     pub fn len(&self) -> usize {
-        self.offsets.len() - 1
+        self.offsets.len().saturating_sub(1)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn get(&self, i: usize) -> &[u8] {
-        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    /// Entry `i`; `None` past the end.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let (&start, &end) = (self.offsets.get(i)?, self.offsets.get(i + 1)?);
+        self.bytes.get(start as usize..end as usize)
     }
 
     /// The index of `s`: by hash for a writer's dictionary, else by binary
@@ -95,7 +98,7 @@ impl SharedStrings {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.get(mid).cmp(s) {
+            match self.get(mid)?.cmp(s) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(mid as u32),
@@ -109,7 +112,7 @@ impl SharedStrings {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = WireWriter::new();
         w.varint(self.len() as u64);
-        let lengths: Vec<i64> = self.offsets.windows(2).map(|o| i64::from(o[1] - o[0])).collect();
+        let lengths: Vec<i64> = self.offsets.iter().zip(self.offsets.iter().skip(1)).map(|(a, b)| i64::from(b - a)).collect();
         encode_ints(&mut w, &lengths, IntPacking::Trial);
         w.raw(&self.bytes);
         w.into_bytes()
@@ -186,7 +189,7 @@ impl<'a> Sample<'a> {
     /// The unquoted value of a field, `None` for NULL tokens and malformed
     /// fields (which never become dictionary strings).
     fn value(&self, s: &FieldSpan) -> Option<Cow<'a, [u8]>> {
-        let raw = &self.text[s.start..s.end];
+        let raw = s.text(self.text);
         match s.kind {
             FieldKind::Malformed => None,
             FieldKind::Bare if NULL_TOKENS.contains(&raw) => None,
@@ -196,7 +199,7 @@ impl<'a> Sample<'a> {
     }
 
     fn column(&self, c: usize) -> impl Iterator<Item = (usize, &FieldSpan)> + '_ {
-        self.groups.iter().enumerate().map(move |(row, &g)| (g, &self.spans[row * self.n_columns + c]))
+        self.groups.iter().enumerate().filter_map(move |(row, &g)| Some((g, self.spans.get(row * self.n_columns + c)?)))
     }
 
     /// A column gets a dictionary when it holds strings, its values repeat,
@@ -243,6 +246,7 @@ impl<'a> Sample<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::LineTerminator;

@@ -53,17 +53,18 @@ pub fn encode_row_group(
         let rec = scan_record(text, pos, dialect.delimiter, dialect.quote, at_eof, &mut spans)
             .ok_or_else(|| CodecError::Malformed("row group text ends inside a record".into()))?;
         let n_fields = spans.len() - first;
-        let regular = n_fields == n_columns && &text[rec.content_end..rec.end] == terminator;
+        let regular = n_fields == n_columns && text.get(rec.content_end..rec.end) == Some(terminator);
         if !regular {
-            layout.rows.push((rows.len() as u32, text[rec.start..rec.end].to_vec()));
+            layout.rows.push((rows.len() as u32, text.get(rec.start..rec.end).unwrap_or_default().to_vec()));
         }
         rows.push((first, spans.len()));
         pos = rec.end;
     }
     let columns = (0..n_columns)
         .map(|c| {
+            // A row's fields are `spans[a..b]`; a short row lacks column `c`.
             let fields: Vec<Option<FieldRef<'_>>> =
-                rows.iter().map(|&(a, b)| (c < b - a).then(|| spans[a + c]).map(|s| FieldRef { raw: &text[s.start..s.end], kind: s.kind })).collect();
+                rows.iter().map(|&(a, b)| spans.get(a..b).and_then(|row| row.get(c)).map(|s| FieldRef { raw: s.text(text), kind: s.kind })).collect();
             encode_chunk(&fields, dialect, packing, shared.get(c).and_then(|s| s.as_deref()))
         })
         .collect();
@@ -85,7 +86,10 @@ fn encode_layout(layout: &RowLayout) -> Vec<u8> {
 
 pub fn decode_layout(payload: &[u8], rows: u64) -> Result<RowLayout, CodecError> {
     let mut r = WireReader::new(payload);
-    let n = r.count("irregular row count", rows)?;
+    // Each irregular row takes at least two bytes (its row delta and
+    // length): a count beyond that is corrupt, and is refused before the
+    // list is allocated.
+    let n = r.count("irregular row count", rows.min(payload.len() as u64 / 2))?;
     let mut out = Vec::with_capacity(n);
     let mut row = 0u64;
     for i in 0..n {
@@ -104,6 +108,11 @@ pub fn decode_layout(payload: &[u8], rows: u64) -> Result<RowLayout, CodecError>
 
 /// Rebuilds the exact text of a row group from its decoded chunks.
 pub fn write_row_group(columns: &[ColumnChunk], layout: Option<&RowLayout>, dialect: &Dialect, rows: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    // The chunks' own row counts bound the loop below: without a chunk,
+    // nothing would.
+    if columns.is_empty() {
+        return Err(CodecError::Malformed("a row group without columns".into()));
+    }
     if columns.iter().any(|c| c.rows() as u64 != rows) {
         return Err(CodecError::Malformed("column chunks disagree on the row count".into()));
     }
@@ -135,6 +144,7 @@ pub fn decode_column(payload: &[u8], shared: SharedResolver<'_>) -> Result<Colum
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::format::LineTerminator;
@@ -147,6 +157,22 @@ mod tests {
         let mut out = Vec::new();
         write_row_group(&chunks, layout.as_ref(), &dialect, enc.rows, &mut out).unwrap();
         assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(text));
+    }
+
+    #[test]
+    fn a_layout_claiming_more_rows_than_its_bytes_is_refused_before_allocating() {
+        // varint 2^30 irregular rows, in a payload of 5 bytes.
+        let payload = [0x80, 0x80, 0x80, 0x80, 0x04];
+        let err = decode_layout(&payload, 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("irregular row count"), "{err}");
+    }
+
+    #[test]
+    fn a_row_group_without_columns_is_refused_not_written_row_by_row() {
+        let dialect = Dialect { delimiter: b',', quote: Some(b'"'), terminator: LineTerminator::Lf, has_header: false };
+        let mut out = Vec::new();
+        let err = write_row_group(&[], None, &dialect, 1 << 40, &mut out).unwrap_err();
+        assert!(err.to_string().contains("without columns") && out.is_empty(), "{err}");
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub struct FieldSpan {
     pub kind: FieldKind,
 }
 
+impl FieldSpan {
+    /// The field's bytes in `buf`, the buffer it was scanned from (empty
+    /// for any other buffer too short to hold it).
+    pub fn text<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Bare,
@@ -89,14 +97,14 @@ pub fn scan_record(buf: &[u8], start: usize, delimiter: u8, quote: Option<u8>, a
             }
         }
         // A bare field, or the rest of a malformed quoted one.
-        match memchr2(delimiter, b'\n', &buf[pos..]).map(|i| pos + i) {
-            Some(i) if buf[i] == delimiter => {
+        match memchr2(delimiter, b'\n', buf.get(pos..).unwrap_or_default()).map(|i| pos + i) {
+            Some(i) if buf.get(i) == Some(&delimiter) => {
                 fields.push(FieldSpan { start: field_start, end: i, kind });
                 pos = i + 1;
             }
             Some(i) => {
                 // A CR right before the newline belongs to the terminator.
-                let content_end = if i > field_start && buf[i - 1] == b'\r' { i - 1 } else { i };
+                let content_end = if i > field_start && buf.get(i - 1) == Some(&b'\r') { i - 1 } else { i };
                 fields.push(FieldSpan { start: field_start, end: content_end, kind });
                 return Some(RecordSpan { start, content_end, end: i + 1 });
             }
@@ -126,16 +134,18 @@ fn close_quote(buf: &[u8], mut from: usize, q: u8) -> Option<usize> {
 /// properly quoted, its raw bytes otherwise.
 pub fn unquote(raw: &[u8], quote: Option<u8>) -> std::borrow::Cow<'_, [u8]> {
     match quote {
-        Some(q) if raw.len() >= 2 && raw[0] == q && raw[raw.len() - 1] == q => {
-            let inner = &raw[1..raw.len() - 1];
+        Some(q) if raw.len() >= 2 && raw.first() == Some(&q) && raw.last() == Some(&q) => {
+            let inner = raw.get(1..raw.len() - 1).unwrap_or_default();
             if memchr(q, inner).is_none() {
                 std::borrow::Cow::Borrowed(inner)
             } else {
                 let mut out = Vec::with_capacity(inner.len());
-                let mut i = 0;
-                while i < inner.len() {
-                    out.push(inner[i]);
-                    i += if inner[i] == q && inner.get(i + 1) == Some(&q) { 2 } else { 1 };
+                let mut bytes = inner.iter().copied().peekable();
+                while let Some(b) = bytes.next() {
+                    out.push(b);
+                    if b == q {
+                        bytes.next_if_eq(&q);
+                    }
                 }
                 std::borrow::Cow::Owned(out)
             }
@@ -196,7 +206,7 @@ const SNIFF_RECORDS: usize = 500;
 /// columnar trial before the row groups fall back to raw.
 pub fn sniff(sample: &[u8], at_eof: bool) -> Option<Sniffed> {
     let body_start = if sample.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
-    if starts_like_json(&sample[body_start..]) {
+    if starts_like_json(sample.get(body_start..).unwrap_or_default()) {
         return None;
     }
     let mut best: Option<(u8, usize, f64)> = None;
@@ -212,7 +222,7 @@ pub fn sniff(sample: &[u8], at_eof: bool) -> Option<Sniffed> {
     let mut fields = Vec::new();
     let first = scan_record(sample, body_start, delimiter, quote, at_eof, &mut fields)?;
     let terminator = majority_terminator(sample, body_start, delimiter, quote, at_eof);
-    let first_fields: Vec<Vec<u8>> = fields.iter().map(|f| unquote(&sample[f.start..f.end], quote).into_owned()).collect();
+    let first_fields: Vec<Vec<u8>> = fields.iter().map(|f| unquote(f.text(sample), quote).into_owned()).collect();
     let has_header = first_fields.len() == width && looks_like_header(&first_fields, sample, first.end, delimiter, quote, at_eof);
     let dialect = Dialect { delimiter, quote, terminator, has_header };
     let (prefix_len, column_names) =
@@ -299,7 +309,7 @@ fn looks_like_header(first: &[Vec<u8>], sample: &[u8], rest: usize, delimiter: u
     for _ in 0..50 {
         fields.clear();
         let Some(rec) = scan_record(sample, pos, delimiter, quote, at_eof, &mut fields) else { break };
-        if fields.iter().any(|f| is_typed(&unquote(&sample[f.start..f.end], quote))) {
+        if fields.iter().any(|f| is_typed(&unquote(f.text(sample), quote))) {
             return true;
         }
         if rec.end == pos {
@@ -333,6 +343,7 @@ fn unique_names(fields: &[Vec<u8>]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
