@@ -138,7 +138,7 @@ fn footer_row_count_raised_with_its_statistics_is_an_error_in_sql() {
     let err = Reader::new(object, None).column(0, 1, &mut AccessCost::default()).unwrap_err();
     assert!(err.to_string().contains("16 rows but the footer says 17"), "{err}");
 
-    let out = at1_sql(&path, "SELECT name, COUNT(*) FROM t GROUP BY name");
+    let out = at1_sql(&path, "SELECT name, COUNT(*) FROM t.csv GROUP BY name");
     assert_eq!(out.0, 1, "exit code; stderr: {}", out.2);
     assert!(out.1.is_empty(), "no partial result: {}", out.1);
     assert_eq!(out.2.lines().count(), 1, "one line: {}", out.2);
