@@ -274,10 +274,20 @@ pub fn compress_to_path_with<R: Read + Send>(
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut temp = temp_file_in(dir)?;
     let report = write_object(input, temp.as_file_mut(), cfg, progress)?;
-    audit(temp.path(), &report)?;
+    audit(temp.as_file(), &report)?;
+    temp.as_file().sync_all()?;
     finish(temp.as_file())?;
     temp.persist(dest).map_err(|e| e.error)?;
     sync_dir(dir)?;
+    Ok(report)
+}
+
+/// Compresses `input` into `file` (an object store's temp file, say), read
+/// back and checked before this returns. Neither synced nor published:
+/// that is the caller's (the object store's put and sync).
+pub fn compress_to_file<R: Read + Send>(input: R, file: &mut File, cfg: &GateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<CommitReport, GateError> {
+    let report = write_object(input, file, cfg, progress)?;
+    audit(file, &report)?;
     Ok(report)
 }
 
@@ -287,7 +297,7 @@ pub fn compress_to_path_with<R: Read + Send>(
 pub fn compress_to_writer<R: Read + Send>(input: R, out: &mut dyn Write, cfg: &GateConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<CommitReport, GateError> {
     let mut temp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile()?;
     let report = write_object(input, temp.as_file_mut(), cfg, progress)?;
-    audit(temp.path(), &report)?;
+    audit(temp.as_file(), &report)?;
     let mut f = File::open(temp.path())?;
     io::copy(&mut f, out)?;
     out.flush()?;
@@ -343,8 +353,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Re-opens the written temp file through the reader and checks what the
 /// write path could have got wrong after the decode check: the trailer, the
 /// footer, and every block's CRC as read back from disk.
-fn audit(path: &Path, report: &CommitReport) -> Result<(), GateError> {
-    let object = Object::open(path).map_err(|e| GateError::Rejected(format!("the written object does not read back: {e}")))?;
+fn audit(file: &File, report: &CommitReport) -> Result<(), GateError> {
+    let object = Object::open_file(file.try_clone()?).map_err(|e| GateError::Rejected(format!("the written object does not read back: {e}")))?;
     object.check_all_blocks().map_err(|e| GateError::Rejected(format!("the written object does not read back: {e}")))?;
     if object.trailer().original_sha256 != report.sha256 || object.original_len() != report.original_len {
         return Err(GateError::Rejected("the written trailer does not match the input".into()));
@@ -923,7 +933,6 @@ fn finish_object(file: &mut File, cfg: &GateConfig, w: &mut Written, shape: Opti
     out.write_all(&trailer.encode())?;
     out.flush()?;
     drop(out);
-    file.sync_all()?;
     Ok(CommitReport {
         original_len: w.decoded_len,
         stored_len: w.offset + stored.len() as u64 + format::TRAILER_LEN,

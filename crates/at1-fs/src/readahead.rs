@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Sender};
 
-use crate::reader::{AccessCost, Reader};
-use crate::stats::Stats;
+use at1_core::reader::{AccessCost, Reader};
+use at1_volume::stats::Stats;
 
 /// How many segments ahead of a sequential read are decoded: two per
 /// worker keeps every worker busy while the reader consumes one.

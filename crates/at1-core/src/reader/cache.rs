@@ -154,6 +154,11 @@ impl BlockCache {
         }
     }
 
+    /// Bytes of decoded data the cache may hold.
+    pub fn capacity(&self) -> u64 {
+        self.shard_capacity * self.shards.len() as u64
+    }
+
     fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);

@@ -29,19 +29,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use memmap2::Mmap;
 use thiserror::Error;
 
 pub use cache::BlockCache;
 use cache::{CacheEntry, CacheKey, ObjectKey, Piece};
 pub use lookup::{logical_value, may_contain, stats_apply, Aggregate, AggregateResult, Fold, Row};
 
+use crate::source::{FileRange, RangeRead};
+
 use crate::codec::columnar::{self, ColumnChunk};
 use crate::codec::ints::IntPacking;
 use crate::codec::{backend, decode_segment, BlockSource, CodecError};
 use crate::format::{
-    check_header, crc32c, decode_footer, BlockRole, Footer, FormatError, RowGroupMeta, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock, HEADER_LEN,
-    TRAILER_LEN,
+    check_header, crc32c, decode_footer, BlockDesc, BlockRole, Footer, FormatError, RowGroupMeta, RowGroupStorage, SegmentKind, Table, Trailer, VerifiedBlock,
+    HEADER_LEN, TRAILER_LEN,
 };
 
 /// Why a read failed.
@@ -90,24 +91,10 @@ impl AccessCost {
     }
 }
 
-enum ObjectBytes {
-    Mapped(Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for ObjectBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ObjectBytes::Mapped(m) => m,
-            ObjectBytes::Owned(v) => v,
-        }
-    }
-}
-
 /// A parsed, checked `.at1` object.
 pub struct Object {
-    bytes: ObjectBytes,
+    /// Where the bytes are read from, a range at a time.
+    source: Arc<dyn RangeRead>,
     trailer: Trailer,
     footer: Footer,
     key: ObjectKey,
@@ -121,15 +108,12 @@ pub struct Object {
 
 impl std::fmt::Debug for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Object").field("len", &self.bytes.len()).field("original_len", &self.trailer.original_len).finish()
+        f.debug_struct("Object").field("len", &self.source.len()).field("original_len", &self.trailer.original_len).finish()
     }
 }
 
 impl Object {
-    /// Maps and checks the object at `path`.
-    ///
-    /// Objects are immutable once committed (the gate replaces them by
-    /// rename, never in place), which is what makes mapping them safe.
+    /// Opens and checks the object at `path`.
     pub fn open(path: &Path) -> Result<Object, ReadError> {
         Self::open_file(File::open(path)?)
     }
@@ -137,34 +121,42 @@ impl Object {
     /// [`Object::open`] for a file already open (found by a caller's
     /// lookup, so never opened again by path).
     pub fn open_file(file: File) -> Result<Object, ReadError> {
-        let len = file.metadata()?.len();
-        if len == 0 {
-            return Err(FormatError::NotAt1.into());
-        }
-        // SAFETY: see above; a file truncated under us by another program is
-        // outside what the store allows.
-        let map = unsafe { Mmap::map(&file)? };
-        Self::parse(ObjectBytes::Mapped(map))
+        Self::open_source(Arc::new(FileRange::new(file)?))
     }
 
     pub fn from_vec(bytes: Vec<u8>) -> Result<Object, ReadError> {
-        Self::parse(ObjectBytes::Owned(bytes))
+        Self::open_source(Arc::new(bytes))
     }
 
-    fn parse(bytes: ObjectBytes) -> Result<Object, ReadError> {
-        check_header(&bytes)?;
-        let len = bytes.len() as u64;
+    /// Reads and checks the header, trailer and footer of the object that
+    /// `source` reads; blocks are read when a read needs them. Objects are
+    /// immutable once written, so nothing read here goes stale.
+    pub fn open_source(source: Arc<dyn RangeRead>) -> Result<Object, ReadError> {
+        let len = source.len();
+        if len == 0 {
+            return Err(FormatError::NotAt1.into());
+        }
         let truncated = || FormatError::Truncated(format!("{len} bytes is less than a header and a trailer"));
-        let trailer_at = bytes.len().checked_sub(TRAILER_LEN as usize).filter(|&at| at >= HEADER_LEN as usize).ok_or_else(truncated)?;
-        let trailer = Trailer::decode(bytes.get(trailer_at..).ok_or_else(truncated)?, len)?;
+        let header = source.read_range(0, (HEADER_LEN).min(len) as usize)?;
+        check_header(&header)?;
+        let trailer_at = len.checked_sub(TRAILER_LEN).filter(|&at| at >= HEADER_LEN).ok_or_else(truncated)?;
+        let trailer = Trailer::decode(&source.read_range(trailer_at, TRAILER_LEN as usize)?, len)?;
         // Trailer::decode checked that the footer lies in [16, trailer_at).
-        let footer_bytes = bytes.get(trailer.footer_offset as usize..trailer_at).ok_or_else(truncated)?;
-        let footer = decode_footer(footer_bytes, &trailer)?;
+        let footer_len = usize::try_from(trailer_at.checked_sub(trailer.footer_offset).ok_or_else(truncated)?).map_err(|_| truncated())?;
+        let footer = decode_footer(&source.read_range(trailer.footer_offset, footer_len)?, &trailer)?;
         // The layout check made the k-th row group segment name row group k.
         let row_group_segment = footer.segments.iter().enumerate().filter(|(_, s)| matches!(s.kind, SegmentKind::RowGroup(_))).map(|(i, _)| i).collect();
         let sha_prefix = u64::from_le_bytes(*trailer.original_sha256.first_chunk().unwrap_or(&[0; 8]));
         let key = ObjectKey { sha_prefix, footer_crc: trailer.footer_crc32c };
-        Ok(Object { bytes, trailer, footer, key, row_group_segment, dictionaries: Mutex::new(HashMap::new()), column_dictionaries: Mutex::new(HashMap::new()) })
+        Ok(Object {
+            source,
+            trailer,
+            footer,
+            key,
+            row_group_segment,
+            dictionaries: Mutex::new(HashMap::new()),
+            column_dictionaries: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn footer(&self) -> &Footer {
@@ -184,7 +176,7 @@ impl Object {
     }
 
     pub fn stored_len(&self) -> u64 {
-        self.bytes.len() as u64
+        self.source.len()
     }
 
     /// Bytes a reader must read before it can locate any block: header,
@@ -193,60 +185,24 @@ impl Object {
         HEADER_LEN + self.trailer.footer_stored_len + TRAILER_LEN
     }
 
-    /// The stored bytes of block `id`, after their CRC-32C matched.
-    pub fn verified_block(&self, id: u32) -> Result<VerifiedBlock<'_>, FormatError> {
+    /// The stored bytes of block `id`, read from the source; their CRC-32C
+    /// is checked by [`BlockBytes::verify`] before anything uses them.
+    pub fn read_block(&self, id: u32) -> Result<BlockBytes<'_>, ReadError> {
         let desc = self.footer.blocks.get(id as usize).ok_or_else(|| FormatError::Inconsistent(format!("no block {id}")))?;
         // In range once the footer's layout check passed: blocks tile
         // [16, footer offset).
-        let range = desc.offset as usize..desc.offset.saturating_add(desc.stored_len) as usize;
-        let bytes = self.bytes.get(range).ok_or_else(|| FormatError::Inconsistent(format!("block {id} lies outside the object")))?;
-        VerifiedBlock::check(id, desc, bytes)
-    }
-
-    /// The blocks a segment's bytes are decoded from (not the shared
-    /// dictionaries).
-    fn segment_blocks(&self, i: usize) -> Vec<u32> {
-        match self.footer.segments.get(i).map(|s| &s.kind) {
-            Some(SegmentKind::Frame(id)) => vec![*id],
-            Some(SegmentKind::RowGroup(rg)) => match self.table().and_then(|t| t.row_groups.get(*rg as usize)).map(|g| &g.storage) {
-                Some(RowGroupStorage::Columnar { layout, columns }) => layout.iter().chain(columns).copied().collect(),
-                Some(RowGroupStorage::Raw { block }) => vec![*block],
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
-        }
-    }
-
-    /// The end of segment `i`'s last block in the object.
-    fn segment_stored_end(&self, i: usize) -> u64 {
-        self.segment_blocks(i).into_iter().filter_map(|id| self.footer.blocks.get(id as usize)).map(|d| d.offset + d.stored_len).max().unwrap_or(0)
-    }
-
-    /// For a pass that reads the object front to back, having read up to
-    /// byte `end`: unmaps the pages from `*released` to `end` once they
-    /// span [`RELEASE_STEP`], and advances `*released`. A mapped page stays
-    /// in the process's resident set until unmapped, so a whole-object pass
-    /// would otherwise grow with the object. The pages stay in the page
-    /// cache; a later access maps them again.
-    fn release_pages_below(&self, end: u64, released: &mut u64) {
-        let ObjectBytes::Mapped(map) = &self.bytes else { return };
-        let page = page_size();
-        let (from, to) = (*released / page * page, end.min(map.len() as u64) / page * page);
-        if to < from + RELEASE_STEP {
-            return;
-        }
-        // SAFETY: a read-only mapping of an immutable file: a dropped page
-        // reads back from the file unchanged on its next access.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from as usize, (to - from) as usize) };
-        *released = to;
+        let len = usize::try_from(desc.stored_len).map_err(|_| FormatError::Inconsistent(format!("block {id} is too large")))?;
+        let bytes = self.source.read_range(desc.offset, len).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ReadError::Format(FormatError::Inconsistent(format!("block {id} lies outside the object"))),
+            _ => ReadError::Io(e),
+        })?;
+        Ok(BlockBytes { id, desc, bytes })
     }
 
     /// Checks every block's CRC-32C without decoding (a cheap scrub).
-    pub fn check_all_blocks(&self) -> Result<(), FormatError> {
-        let mut released = 0;
+    pub fn check_all_blocks(&self) -> Result<(), ReadError> {
         for id in 0..self.footer.blocks.len() as u32 {
-            let desc = self.verified_block(id)?.desc();
-            self.release_pages_below(desc.offset + desc.stored_len, &mut released);
+            self.read_block(id)?.verify()?;
         }
         Ok(())
     }
@@ -255,7 +211,8 @@ impl Object {
         if let Some(d) = self.dictionaries.lock().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(d);
         }
-        let block = self.verified_block(id)?;
+        let raw = self.read_block(id).map_err(codec_error)?;
+        let block = raw.verify()?;
         if block.desc().role != BlockRole::Dictionary {
             return Err(CodecError::Malformed(format!("block {id} is not a dictionary")));
         }
@@ -271,7 +228,8 @@ impl Object {
         if let Some(d) = self.column_dictionaries.lock().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(d);
         }
-        let block = self.verified_block(id)?;
+        let raw = self.read_block(id).map_err(codec_error)?;
+        let block = raw.verify()?;
         if block.desc().role != BlockRole::ColumnDictionary {
             return Err(CodecError::Malformed(format!("block {id} is not a column dictionary")));
         }
@@ -381,7 +339,8 @@ struct ObjectSource<'a> {
 
 impl BlockSource for ObjectSource<'_> {
     fn payload(&self, id: u32) -> Result<Arc<Vec<u8>>, CodecError> {
-        let block = self.object.verified_block(id)?;
+        let raw = self.object.read_block(id).map_err(codec_error)?;
+        let block = raw.verify()?;
         let dict = match block.desc().dict {
             Some(d) => Some(self.object.dictionary(d, self.cost)?),
             None => None,
@@ -639,12 +598,10 @@ impl Reader {
         use sha2::Digest;
         let mut pending = std::collections::BTreeMap::new();
         let mut expect = 0;
-        let mut released = 0;
         for (i, text, c) in rx.iter() {
             cost.add(c);
             pending.insert(i, text);
             while let Some(text) = pending.remove(&expect) {
-                self.object.release_pages_below(self.object.segment_stored_end(expect), &mut released);
                 let text = text?;
                 sha.update(&text[..]);
                 out.write_all(&text)?;
@@ -687,15 +644,25 @@ pub fn read_trailer(path: &Path) -> Result<Trailer, ReadError> {
     Ok(Trailer::decode(&t, len)?)
 }
 
-/// How many mapped bytes a front-to-back pass keeps before unmapping them.
-const RELEASE_STEP: u64 = 4 << 20;
+/// The stored bytes of one block, as read; [`BlockBytes::verify`] checks
+/// them against their CRC-32C before any decoder sees them.
+pub struct BlockBytes<'a> {
+    id: u32,
+    desc: &'a BlockDesc,
+    bytes: Vec<u8>,
+}
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
+impl BlockBytes<'_> {
+    pub fn verify(&self) -> Result<VerifiedBlock<'_>, FormatError> {
+        VerifiedBlock::check(self.id, self.desc, &self.bytes)
+    }
+}
+
+/// A block read failure where a decoder's error is expected.
+fn codec_error(e: ReadError) -> CodecError {
+    match e {
+        ReadError::Io(io) => CodecError::Io(io),
+        ReadError::Format(f) => CodecError::Format(f),
+        other => CodecError::Malformed(other.to_string()),
     }
 }

@@ -32,11 +32,14 @@ pub use budget::Limits;
 pub use exec::QueryStats;
 pub use plan::OutputFormat;
 
-use crate::access::Caller;
-use crate::gate::{self, GateConfig};
-use crate::reader::{BlockCache, Object, ReadError, Reader};
-use crate::store::{self, ResolveError, Resolved};
+// The layers below, under the names the modules use for them.
+pub(crate) use at1_core::{codec, format, gate, reader, value};
+
+use at1_volume::access::Caller;
+use at1_volume::{ResolveError, Resolved, Volume};
+use gate::GateConfig;
 use output::{CsvWriter, JsonWriter, ResultWriter};
+use reader::{BlockCache, Object, ReadError, Reader};
 
 /// The longest query text taken, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1 << 20;
@@ -110,32 +113,21 @@ pub fn checked_path(path: &str) -> Result<PathBuf, QueryError> {
     Ok(p.to_path_buf())
 }
 
-/// A store directory: paths are the mount's logical paths, resolved inside
-/// the store for `caller`, who must be allowed to open the file
-/// (`store::resolve_as`).
-pub struct StoreSource {
-    pub root: PathBuf,
+/// Tables of a volume: a path is resolved inside the volume for
+/// `caller`, who must be allowed to open the file (`Volume::resolve`).
+pub struct VolumeSource {
+    pub volume: Arc<Volume>,
     pub caller: Caller,
-    /// Where a plain (never committed) CSV is encoded for a query.
-    pub scratch: Option<PathBuf>,
 }
 
-impl StoreSource {
-    /// The store at `root`, read for `caller`, scratch files in the
-    /// system's temp directory.
-    pub fn new(root: impl Into<PathBuf>, caller: Caller) -> StoreSource {
-        StoreSource { root: root.into(), caller, scratch: None }
-    }
-}
-
-impl Source for StoreSource {
+impl Source for VolumeSource {
     fn open(&self, path: &str) -> Result<Arc<Object>, QueryError> {
         checked_path(path)?;
-        match store::resolve_as(&self.root, path, &self.caller) {
-            Ok(Resolved::Object(f)) => Object::open_file(f).map(Arc::new).map_err(|e| QueryError::read(path, e)),
-            Ok(Resolved::Plain(f)) => encode_plain(f, path, self.scratch.as_deref()),
-            Ok(Resolved::Empty) => Err(QueryError::NotATable(path.to_string())),
+        match self.volume.resolve(&self.caller, path) {
+            Ok(Resolved { object: Some(o), .. }) => Ok(o),
+            Ok(Resolved { object: None, .. }) => Err(QueryError::NotATable(path.to_string())),
             Err(ResolveError::PermissionDenied) => Err(QueryError::PermissionDenied(path.to_string())),
+            Err(ResolveError::Volume(e)) => Err(QueryError::Read(path.to_string(), e.to_string())),
             Err(e) => Err(QueryError::NotFound(path.to_string(), e.to_string())),
         }
     }
@@ -151,11 +143,21 @@ impl Source for FileSource {
         let name = self.path.display().to_string();
         let not_found = |e: std::io::Error| QueryError::NotFound(name.clone(), e.to_string());
         let mut file = std::fs::File::open(&self.path).map_err(not_found)?;
-        match store::classify_file(&mut file).map_err(not_found)? {
-            store::RegularKind::Bare => Object::open_file(file).map(Arc::new).map_err(|e| QueryError::read(&name, e)),
-            _ => encode_plain(file, &name, None),
+        if is_object(&mut file).map_err(not_found)? {
+            Object::open_file(file).map(Arc::new).map_err(|e| QueryError::read(&name, e))
+        } else {
+            encode_plain(file, &name, None)
         }
     }
+}
+
+/// Whether `file` starts with the `.at1` magic.
+fn is_object(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek};
+    let mut head = [0u8; format::MAGIC.len()];
+    let n = file.read(&mut head)?;
+    file.rewind()?;
+    Ok(n == head.len() && head == format::MAGIC)
 }
 
 /// A raw CSV is encoded (through the gate, columnar) into an unnamed object

@@ -34,11 +34,12 @@ use std::time::{Duration, Instant};
 
 use fuser::{Errno, ReplyData, ReplyEmpty, ReplyWrite};
 
-use crate::access::Caller;
-use crate::query::pool::{release_freed_memory, QueryPool, QUERY_STACK};
-use crate::query::{self, Limits, OutputFormat, QueryError, StoreSource};
-use crate::reader::BlockCache;
-use crate::stats::Stats;
+use at1_core::reader::BlockCache;
+use at1_query::pool::{release_freed_memory, QueryPool, QUERY_STACK};
+use at1_query::{self as query, Limits, OutputFormat, QueryError, VolumeSource};
+use at1_volume::access::Caller;
+use at1_volume::stats::Stats;
+use at1_volume::Volume;
 
 /// Results larger than this go to a temp file rather than memory.
 const RESULT_IN_MEMORY: usize = 8 << 20;
@@ -57,8 +58,8 @@ pub struct SqlConfig {
 
 /// What the `.at1/sql` file needs, shared with the query threads.
 pub struct SqlService {
-    /// The store's root: tables are found below it.
-    root: PathBuf,
+    /// Tables are found in the volume, as the caller.
+    volume: Arc<Volume>,
     /// Where results, spilled sorts and encoded plain files go.
     scratch: PathBuf,
     cache: Arc<BlockCache>,
@@ -337,8 +338,8 @@ fn errno_of(e: &QueryError) -> Errno {
 }
 
 impl SqlService {
-    pub fn new(root: PathBuf, scratch: PathBuf, cache: Arc<BlockCache>, stats: Arc<Stats>, cfg: &SqlConfig) -> SqlService {
-        SqlService { root, scratch, cache, stats, limits: cfg.limits.clone(), pool: QueryPool::new(cfg.workers), sessions: Sessions::default() }
+    pub fn new(volume: Arc<Volume>, scratch: PathBuf, cache: Arc<BlockCache>, stats: Arc<Stats>, cfg: &SqlConfig) -> SqlService {
+        SqlService { volume, scratch, cache, stats, limits: cfg.limits.clone(), pool: QueryPool::new(cfg.workers), sessions: Sessions::default() }
     }
 
     /// Opens `.at1/sql` for the session `key`: a fresh handle shows its
@@ -376,7 +377,7 @@ impl SqlService {
     /// Prepares a query (as its caller), reports that, then runs it on the
     /// pool into `slot`.
     fn prepare_then_run(self: Arc<Self>, who: Requester, slot: Arc<ResultSlot>, sql: &str, prepared: impl FnOnce(Result<(), QueryError>)) {
-        let source = StoreSource { root: self.root.clone(), caller: who.caller.clone(), scratch: Some(self.scratch.clone()) };
+        let source = VolumeSource { volume: self.volume.clone(), caller: who.caller.clone() };
         let prepare = || query::prepare(sql, &source, Some(self.cache.clone()), OutputFormat::Json);
         let query = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(prepare)).unwrap_or_else(|_| Err(unexpected())) {
             Ok(q) => q,
