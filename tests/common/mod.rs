@@ -4,6 +4,7 @@
 pub mod forge;
 pub mod mount;
 pub mod users;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -19,6 +19,7 @@ pub mod contents;
 pub mod durability;
 pub mod error;
 pub mod files;
+pub mod import;
 pub mod journal;
 pub mod layout;
 pub mod recovery;
