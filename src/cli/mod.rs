@@ -9,6 +9,7 @@ mod mount;
 mod output;
 mod recall;
 mod sql;
+mod store;
 mod verify;
 
 use std::io::{self, IsTerminal, Read};
@@ -105,6 +106,21 @@ pub enum Command {
         /// Output format when the query has no FORMAT clause.
         #[arg(long, value_enum, default_value_t = sql::FormatArg::Json)]
         format: sql::FormatArg,
+    },
+    /// Bring a verified .at1 object into a store as a file, not re-encoded
+    /// (the store must not be mounted).
+    #[command(after_help = EXIT_STATUS)]
+    Import {
+        /// The store (laid out if it is a new empty directory).
+        store: PathBuf,
+        /// The .at1 object (made by `at1 compress`); it is kept.
+        object: PathBuf,
+        /// The file's path in the store, relative to its root; its
+        /// directory must exist.
+        path: String,
+        /// The file's permission bits, in octal.
+        #[arg(long, default_value = "644", value_name = "OCTAL")]
+        mode: String,
     },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
@@ -218,6 +234,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
         Command::Mount(args) => mount::mount(&args),
         Command::Sql { root, query, format } => sql::run(&root, &query, format),
+        Command::Import { store, object, path, mode } => {
+            let mode = u32::from_str_radix(&mode, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
+            store::import(&store, &object, &path, mode)
+        }
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }

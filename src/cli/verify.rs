@@ -160,8 +160,9 @@ fn verify_store(given: &Path, root: &Path, quiet: bool, tally: &mut Tally) -> Re
         }
     };
     let mut out = std::io::stdout().lock();
+    let shown = given.display().to_string();
     let report = check::verify(&volume, |p| {
-        let _ = writeln!(std::io::stdout().lock(), "{}: FAILED: object {}: {}", p.path, p.object, p.what);
+        let _ = writeln!(std::io::stdout().lock(), "{}{}: FAILED: object {}: {}", shown.trim_end_matches('/'), p.path, p.object, p.what);
     })?;
     tally.checked += report.contents as usize + 1;
     tally.failed += report.damaged.len();

@@ -135,6 +135,18 @@ impl Drop for WritingWindow {
     }
 }
 
+/// The object files of a store (layout 2: `STORE/objects/ab/cdef….at1`).
+pub fn store_objects(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for fan in std::fs::read_dir(store.join("objects")).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(fan.path()).into_iter().flatten().flatten() {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Runs a shell command under a timeout; returns (exit code, stdout, stderr).
 pub fn sh(cmd: &str) -> (i32, String, String) {
     let child = spawn(Command::new("timeout").args(["-k", "5", "300", "bash", "-c", cmd]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
