@@ -315,6 +315,9 @@ impl Volume {
     }
 
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> VResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
         let r = self.meta.read()?;
         Self::dir_in(&*r, parent)?;
         let ino = r.lookup(parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
