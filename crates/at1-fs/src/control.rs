@@ -67,6 +67,8 @@ impl At1Fs {
             "writes_committed": Stats::get(&s.writes_committed),
             "writes_rejected": Stats::get(&s.writes_rejected),
             "bytes_written": Stats::get(&s.bytes_written),
+            "recompressed": Stats::get(&s.recompressed),
+            "recompress_saved_bytes": Stats::get(&s.recompress_saved_bytes),
             "reads": Stats::get(&s.reads),
             "bytes_served": Stats::get(&s.bytes_served),
             "bytes_decoded": Stats::get(&s.bytes_decoded),

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS symlinks (ino INTEGER PRIMARY KEY, target BLOB NOT NU
 CREATE TABLE IF NOT EXISTS xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
 CREATE TABLE IF NOT EXISTS orphans (ino INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS garbage (object BLOB PRIMARY KEY, released_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recompress (object BLOB PRIMARY KEY, ino INTEGER NOT NULL, queued_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -413,6 +414,17 @@ macro_rules! impl_reads {
                 })
             }
 
+            fn recompress_queue(&self, limit: usize) -> Result<Vec<(ObjectId, Ino)>, MetaError> {
+                let mut s = self.conn.prepare_cached("SELECT object, ino FROM recompress ORDER BY queued_at LIMIT ?1").map_err(engine)?;
+                let rows = s.query_map([limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(engine)?;
+                rows.map(|r| {
+                    let (object, ino) = r.map_err(engine)?;
+                    let id = ObjectId::from_slice(&object).ok_or_else(|| MetaError::Corrupt("a malformed object id in the recompression queue".into()))?;
+                    Ok((id, to_u64(ino, "inode number")?))
+                })
+                .collect()
+            }
+
             fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
                 self.conn
                     .prepare_cached("SELECT value FROM settings WHERE key = ?1")
@@ -529,6 +541,18 @@ impl MetaTxn for Txn<'_> {
 
     fn remove_garbage(&mut self, object: &ObjectId) -> Result<(), MetaError> {
         self.exec("DELETE FROM garbage WHERE object = ?1", [object.0.to_vec()]).map(|_| ())
+    }
+
+    fn queue_recompress(&mut self, object: &ObjectId, ino: Ino, at: i64) -> Result<(), MetaError> {
+        self.exec(
+            "INSERT INTO recompress (object, ino, queued_at) VALUES (?1, ?2, ?3) ON CONFLICT (object) DO NOTHING",
+            params![object.0.to_vec(), ino as i64, at],
+        )
+        .map(|_| ())
+    }
+
+    fn dequeue_recompress(&mut self, object: &ObjectId) -> Result<(), MetaError> {
+        self.exec("DELETE FROM recompress WHERE object = ?1", [object.0.to_vec()]).map(|_| ())
     }
 
     fn append_event(&mut self, e: &Event) -> Result<(), MetaError> {

@@ -127,6 +127,15 @@ impl FileState {
     fn committed(&self) -> Committed {
         lock(&self.committed).clone()
     }
+
+    /// The content was re-encoded (same bytes): readers move to the new
+    /// object.
+    pub(crate) fn recompressed(&self, old: &Content, new: &Content) {
+        let mut c = lock(&self.committed);
+        if c.content.as_ref() == Some(old) {
+            c.content = Some(new.clone());
+        }
+    }
 }
 
 /// How a file is opened.
@@ -421,7 +430,8 @@ impl Volume {
             return Ok(());
         }
         let len = staging.file.metadata()?.len();
-        let content = match self.encode(ino, &staging.file, len) {
+        let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
+        let content = match self.encode(ino, &staging.file, len, gate) {
             Ok(c) => c,
             Err(e) => {
                 // The rejected bytes are not retried (the verdict would be
@@ -434,21 +444,26 @@ impl Volume {
                 return Err(e);
             }
         };
-        self.swap_content(ino, content, len, staging.mtime, "write")?;
+        self.swap_content(ino, content, len, staging.mtime, "write", self.write_gate.is_some())?;
         staging.modified = false;
         *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size: len };
         state.set_staged(Some(staging))?;
         Ok(())
     }
 
-    /// Sends `len` bytes of `file` through the gate into a new object.
-    /// Empty content needs no object.
-    fn encode(&self, ino: Ino, file: &File, len: u64) -> VResult<Option<Content>> {
+    /// Sends `len` bytes of `file` through the gate (configured by `cfg`)
+    /// into a new object. Empty content needs no object.
+    fn encode(&self, ino: Ino, file: &File, len: u64, cfg: &gate::GateConfig) -> VResult<Option<Content>> {
+        self.encode_reader(ino, StagingReader { file, pos: 0, len }, len, cfg)
+    }
+
+    /// [`Volume::encode`] of `len` bytes read from `input`.
+    pub(crate) fn encode_reader(&self, ino: Ino, input: impl Read + Send, len: u64, cfg: &gate::GateConfig) -> VResult<Option<Content>> {
         if len == 0 {
             return Ok(None);
         }
         let mut temp = self.objects.create_temp()?;
-        let report = gate::compress_to_file(StagingReader { file, pos: 0, len }, &mut temp.file, &self.gate, &|_| {})?;
+        let report = gate::compress_to_file(input, &mut temp.file, cfg, &|_| {})?;
         let id = ObjectId::random()?;
         self.objects.put(&id, temp)?;
         log::debug!("{}: {len} bytes committed as object {id}", self.path_of(ino));
@@ -457,7 +472,9 @@ impl Volume {
 
     /// Points inode `ino` at new content in one transaction (the journal
     /// records it, the old object is released); drops the kernel's pages.
-    fn swap_content(&self, ino: Ino, content: Option<Content>, size: u64, mtime: Nanos, op: &str) -> VResult<()> {
+    /// With `queue`, the new content was encoded at the fast level and waits
+    /// to be re-encoded (`recompress.rs`).
+    fn swap_content(&self, ino: Ino, content: Option<Content>, size: u64, mtime: Nanos, op: &str, queue: bool) -> VResult<()> {
         let result = self.change(|txn, t| {
             let mut inode = Self::inode_in(txn, ino)?;
             let old = std::mem::replace(&mut inode.content, content.clone());
@@ -470,6 +487,10 @@ impl Volume {
             let seq = journal::append(txn, t, op, &detail)?;
             if let Some(old) = old {
                 txn.add_garbage(&old.object, seq)?;
+                txn.dequeue_recompress(&old.object)?;
+            }
+            if let (true, Some(c)) = (queue, &content) {
+                txn.queue_recompress(&c.object, ino, t)?;
             }
             Ok(())
         });
@@ -481,6 +502,10 @@ impl Volume {
         }
         Stats::add(&self.stats.writes_committed, 1);
         Stats::add(&self.stats.bytes_written, size);
+        self.last_commit.store(now(), Ordering::Relaxed);
+        if queue {
+            self.work_queued();
+        }
         self.invalidate(ino);
         Ok(())
     }
@@ -511,13 +536,14 @@ impl Volume {
         }
         let t = now();
         if size == 0 {
-            self.swap_content(ino, None, 0, t, "truncate")?;
+            self.swap_content(ino, None, 0, t, "truncate", false)?;
         } else {
             let committed = Committed { content: inode.content.clone(), size: inode.size };
             let staging = self.new_staging(ino, &committed, false)?;
             staging.file.set_len(size)?;
-            let content = self.encode(ino, &staging.file, size)?;
-            self.swap_content(ino, content, size, t, "truncate")?;
+            let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
+            let content = self.encode(ino, &staging.file, size, gate)?;
+            self.swap_content(ino, content, size, t, "truncate", self.write_gate.is_some())?;
         }
         if let Some(state) = state {
             *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size };

@@ -22,6 +22,7 @@ pub mod files;
 pub mod import;
 pub mod journal;
 pub mod layout;
+pub mod recompress;
 pub mod recovery;
 pub mod resolve;
 pub mod stats;

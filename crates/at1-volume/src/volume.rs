@@ -40,6 +40,10 @@ pub const LINK_MAX: u32 = 65_000;
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
     pub gate: GateConfig,
+    /// Commit at zstd's fast level at `close` and re-encode at `gate`'s
+    /// levels in the background (`recompress.rs`), instead of paying
+    /// `gate`'s levels in every `close`.
+    pub fast_writes: bool,
     /// Bytes of decoded blocks kept in memory.
     pub cache_size: u64,
     /// Refuse every change (EROFS).
@@ -52,7 +56,14 @@ pub struct VolumeConfig {
 
 impl Default for VolumeConfig {
     fn default() -> Self {
-        VolumeConfig { gate: GateConfig::default(), cache_size: 256 << 20, read_only: false, commit_interval: Duration::from_secs(5), staging: None }
+        VolumeConfig {
+            gate: GateConfig::default(),
+            fast_writes: true,
+            cache_size: 256 << 20,
+            read_only: false,
+            commit_interval: Duration::from_secs(5),
+            staging: None,
+        }
     }
 }
 
@@ -135,7 +146,10 @@ pub struct Volume {
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) contents: Contents,
     pub(crate) cache: Arc<BlockCache>,
+    /// The volume's own encoding.
     pub(crate) gate: GateConfig,
+    /// What a `close` commits with, when faster than `gate`.
+    pub(crate) write_gate: Option<GateConfig>,
     pub(crate) read_only: bool,
     pub(crate) staging: std::path::PathBuf,
     /// Write state of each regular file with open handles.
@@ -145,9 +159,15 @@ pub struct Volume {
     /// Told the inode whose content changed, to drop the kernel's cached
     /// pages of it.
     invalidator: RwLock<Option<Arc<dyn Fn(Ino) + Send + Sync>>>,
-    /// Stops the commit thread.
+    /// Stops the background threads.
     stop: (Mutex<bool>, Condvar),
-    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Wakes the re-encoding worker.
+    work: (Mutex<bool>, Condvar),
+    /// When the last content was committed (ns): background work waits
+    /// for quiet.
+    pub(crate) last_commit: std::sync::atomic::AtomicI64,
+    /// The commit thread and the re-encoding worker.
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     started: Instant,
 }
 
@@ -178,6 +198,7 @@ impl Volume {
         if !cfg.read_only {
             crate::recovery::recover(&volume)?;
             volume.start_commit_thread(cfg.commit_interval);
+            volume.start_recompressor();
         }
         Ok(volume)
     }
@@ -202,6 +223,7 @@ impl Volume {
             objects,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
             gate: cfg.gate.clone(),
+            write_gate: if cfg.fast_writes { cfg.gate.fast_variant() } else { None },
             read_only: cfg.read_only,
             staging,
             files: Mutex::new(HashMap::new()),
@@ -209,7 +231,9 @@ impl Volume {
             stats: Arc::new(Stats::default()),
             invalidator: RwLock::new(None),
             stop: (Mutex::new(false), Condvar::new()),
-            commit_thread: Mutex::new(None),
+            work: (Mutex::new(false), Condvar::new()),
+            last_commit: std::sync::atomic::AtomicI64::new(0),
+            threads: Mutex::new(Vec::new()),
             started: Instant::now(),
             dir,
         })
@@ -778,6 +802,26 @@ impl Volume {
         })
     }
 
+    // ------------------------------------------------------------ background
+
+    /// Whether the volume is closing (background work stops).
+    pub(crate) fn stopping(&self) -> bool {
+        *lock(&self.stop.0)
+    }
+
+    /// Wakes the re-encoding worker (new content is queued).
+    pub(crate) fn work_queued(&self) {
+        *lock(&self.work.0) = true;
+        self.work.1.notify_all();
+    }
+
+    /// Waits until work is queued, the volume closes, or `timeout` passes.
+    pub(crate) fn wait_for_work(&self, timeout: Duration) {
+        let queued = lock(&self.work.0);
+        let (mut queued, _) = self.work.1.wait_timeout_while(queued, timeout, |q| !*q && !self.stopping()).unwrap_or_else(|e| e.into_inner());
+        *queued = false;
+    }
+
     // ------------------------------------------------------------ durability
 
     /// Makes every change committed so far durable (one round shared by
@@ -843,7 +887,7 @@ impl Volume {
             }
         });
         match thread {
-            Ok(t) => *lock(&self.commit_thread) = Some(t),
+            Ok(t) => lock(&self.threads).push(t),
             Err(e) => log::error!("cannot start the commit thread ({e}): changes become durable at fsync and unmount only"),
         }
     }
@@ -853,7 +897,9 @@ impl Volume {
     pub fn close(&self) -> VResult<()> {
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
-        if let Some(t) = lock(&self.commit_thread).take() {
+        self.work.1.notify_all();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
             let _ = t.join();
         }
         if self.read_only {
