@@ -104,6 +104,22 @@ impl SqliteMeta {
         Ok(SqliteMeta { writer: Mutex::new(writer), readers })
     }
 
+    /// Opens the database at `path` to read it beside the process that
+    /// writes it: a read-only connection (every write fails), no schema
+    /// made.
+    pub fn open_read_only(path: &Path) -> Result<SqliteMeta, MetaError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connect = || -> Result<Connection, MetaError> {
+            let conn = Connection::open_with_flags(path, flags).map_err(engine)?;
+            conn.busy_timeout(Duration::from_secs(30)).map_err(engine)?;
+            Ok(conn)
+        };
+        let writer = connect()?;
+        let readers = (0..READERS).map(|_| connect().map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteMeta { writer: Mutex::new(writer), readers })
+    }
+
     /// A free reader connection, or the first one.
     fn reader(&self) -> MutexGuard<'_, Connection> {
         for r in &self.readers {

@@ -213,10 +213,16 @@ impl Volume {
     }
 
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
-        let meta = SqliteMeta::open(&dir.meta_db(), &root_inode(now()))?;
-        let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjects::open(&dir.root)?);
+        let (meta, objects): (SqliteMeta, Arc<dyn ObjectStore>) = if cfg.read_only && !dir.is_locked() {
+            // Beside a daemon that may be changing it: touch nothing.
+            (SqliteMeta::open_read_only(&dir.meta_db())?, Arc::new(LocalObjects::open_read_only(&dir.root)))
+        } else {
+            (SqliteMeta::open(&dir.meta_db(), &root_inode(now()))?, Arc::new(LocalObjects::open(&dir.root)?))
+        };
         let staging = cfg.staging.clone().unwrap_or_else(|| dir.staging());
-        std::fs::create_dir_all(&staging)?;
+        if !cfg.read_only {
+            std::fs::create_dir_all(&staging)?;
+        }
         Ok(Volume {
             contents: Contents::new(objects.clone()),
             meta: Box::new(meta),
