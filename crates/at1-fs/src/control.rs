@@ -69,6 +69,7 @@ impl At1Fs {
             "bytes_written": Stats::get(&s.bytes_written),
             "recompressed": Stats::get(&s.recompressed),
             "recompress_saved_bytes": Stats::get(&s.recompress_saved_bytes),
+            "recompress_pending": t.recompress_pending,
             "reads": Stats::get(&s.reads),
             "bytes_served": Stats::get(&s.bytes_served),
             "bytes_decoded": Stats::get(&s.bytes_decoded),

@@ -145,6 +145,8 @@ pub struct Totals {
     pub original_bytes: u64,
     /// Sum of their objects' stored sizes.
     pub stored_bytes: u64,
+    /// Contents waiting to be re-encoded at the volume's own levels.
+    pub recompress_pending: u64,
 }
 
 #[derive(Debug, Error)]

@@ -415,18 +415,20 @@ macro_rules! impl_reads {
             }
 
             fn totals(&self) -> Result<Totals, MetaError> {
-                let (inodes, files, original, stored): (i64, i64, i64, i64) = self
+                let (inodes, files, original, stored, pending): (i64, i64, i64, i64, i64) = self
                     .conn
                     .prepare_cached(
-                        "SELECT COUNT(*), COUNT(object), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), COALESCE(SUM(stored_len), 0) FROM inodes",
+                        "SELECT COUNT(*), COUNT(object), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), COALESCE(SUM(stored_len), 0), \
+                         (SELECT COUNT(*) FROM recompress) FROM inodes",
                     )
-                    .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
+                    .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
                     .map_err(engine)?;
                 Ok(Totals {
                     inodes: to_u64(inodes, "count")?,
                     files_with_content: to_u64(files, "count")?,
                     original_bytes: to_u64(original, "size")?,
                     stored_bytes: to_u64(stored, "size")?,
+                    recompress_pending: to_u64(pending, "count")?,
                 })
             }
 
@@ -645,7 +647,7 @@ mod tests {
         assert_eq!(r.contents(0, 10).unwrap().len(), 1);
         assert_eq!(r.last_event().unwrap().unwrap().hash, [9; 32]);
         assert_eq!(r.garbage().unwrap(), vec![(ObjectId([1; 16]), 1)]);
-        assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99 });
+        assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99, recompress_pending: 0 });
     }
 
     #[test]
