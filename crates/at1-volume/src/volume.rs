@@ -340,18 +340,23 @@ impl Volume {
     }
 
     pub fn getattr(&self, ino: Ino) -> VResult<Attr> {
-        let r = self.meta.read()?;
-        Ok(self.attr_of(&Self::inode_in(&*r, ino)?))
+        // The reader is given back before `attr_of` takes the open-files
+        // lock: that lock is held while readers are taken (`detach`).
+        let inode = Self::inode_in(&*self.meta.read()?, ino)?;
+        Ok(self.attr_of(&inode))
     }
 
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> VResult<Attr> {
         if name.len() > NAME_MAX {
             return Err(errno(libc::ENAMETOOLONG));
         }
-        let r = self.meta.read()?;
-        Self::dir_in(&*r, parent)?;
-        let ino = r.lookup(parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
-        Ok(self.attr_of(&Self::inode_in(&*r, ino)?))
+        let inode = {
+            let r = self.meta.read()?;
+            Self::dir_in(&*r, parent)?;
+            let ino = r.lookup(parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
+            Self::inode_in(&*r, ino)?
+        };
+        Ok(self.attr_of(&inode))
     }
 
     /// Entries of directory `dir` in name order after `after`, at most
