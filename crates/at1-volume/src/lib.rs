@@ -25,6 +25,7 @@ pub mod layout;
 pub mod recompress;
 pub mod recovery;
 pub mod resolve;
+pub mod staging;
 pub mod stats;
 pub mod volume;
 pub mod xattr;

@@ -143,7 +143,7 @@ impl Volume {
         }
         let source = self.object_of(ino, &content)?;
         let len = source.original_len();
-        let mut text = tempfile::tempfile_in(&self.staging)?;
+        let mut text = tempfile::tempfile_in(&*self.staging_dir)?;
         {
             let mut out = io::BufWriter::with_capacity(1 << 20, &mut text);
             Reader::new(source, None).extract(&mut out, |_| {}).map_err(|e| self.damaged(ino, e))?;

@@ -151,7 +151,9 @@ pub struct Volume {
     /// What a `close` commits with, when faster than `gate`.
     pub(crate) write_gate: Option<GateConfig>,
     pub(crate) read_only: bool,
-    pub(crate) staging: std::path::PathBuf,
+    /// Where staging bytes go once they are too many for memory.
+    pub(crate) staging_dir: Arc<std::path::PathBuf>,
+    pub(crate) staging_memory: Arc<crate::staging::StagingMemory>,
     /// Write state of each regular file with open handles.
     pub(crate) files: Mutex<HashMap<Ino, Arc<FileState>>>,
     pub(crate) group: GroupCommit,
@@ -231,7 +233,8 @@ impl Volume {
             gate: cfg.gate.clone(),
             write_gate: if cfg.fast_writes { cfg.gate.fast_variant() } else { None },
             read_only: cfg.read_only,
-            staging,
+            staging_dir: Arc::new(staging),
+            staging_memory: Arc::default(),
             files: Mutex::new(HashMap::new()),
             group: GroupCommit::default(),
             stats: Arc::new(Stats::default()),
