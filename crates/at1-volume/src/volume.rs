@@ -195,8 +195,14 @@ impl Volume {
     }
 
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
+        // A reader never holds the lock: the temp files are a daemon's.
+        let objects = if cfg.read_only { LocalObjects::open_beside(&dir.root)? } else { LocalObjects::open(&dir.root)? };
+        Self::assemble_with(dir, cfg, objects)
+    }
+
+    fn assemble_with(dir: StoreDir, cfg: &VolumeConfig, objects: LocalObjects) -> VResult<Volume> {
         let meta = SqliteMeta::open(&dir.meta_db(), &root_inode(now()))?;
-        let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjects::open(&dir.root)?);
+        let objects: Arc<dyn ObjectStore> = Arc::new(objects);
         let staging = cfg.staging.clone().unwrap_or_else(|| dir.staging());
         std::fs::create_dir_all(&staging)?;
         Ok(Volume {
@@ -810,7 +816,10 @@ impl Volume {
     }
 
     /// Deletes the objects released by changes up to journal position
-    /// `durable` (those changes cannot come back).
+    /// `durable` (those changes cannot come back) that no inode names: an
+    /// object still named (a garbage row that should not be there) is
+    /// kept and only its row goes, with an error line — a wrong row never
+    /// costs a file its content.
     fn collect_garbage(&self, durable: u64) -> VResult<()> {
         let garbage = self.meta.read()?.garbage()?;
         let done: Vec<_> = garbage.into_iter().filter(|(_, at)| *at <= durable).map(|(id, _)| id).collect();
@@ -818,6 +827,10 @@ impl Volume {
             return Ok(());
         }
         for id in &done {
+            if let Some(ino) = self.meta.read()?.object_user(id)? {
+                log::error!("object {id} is on the garbage list but is the content of {}: kept", self.path_of(ino));
+                continue;
+            }
             self.contents.forget(id);
             self.objects.delete(id)?;
         }
