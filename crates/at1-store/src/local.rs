@@ -68,6 +68,9 @@ impl LocalObjects {
         for dir in [&store.objects, &store.tmp, &store.quarantine] {
             create_dir(dir)?;
         }
+        for entry in fs::read_dir(&store.tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
         Ok(store)
     }
 
