@@ -217,6 +217,22 @@ impl Volume {
         Ok(Arc::new(Self::assemble(dir, &cfg)?))
     }
 
+    /// Opens the store at `root` for `at1 fsck`: with `lock` (to repair),
+    /// the store's lock is taken (refused while a daemon serves it); without,
+    /// it is read beside a daemon. Neither recovers nor starts any thread:
+    /// fsck must see the store as it is.
+    pub fn open_for_check(root: &Path, lock: bool) -> VResult<Arc<Volume>> {
+        let dir = layout::open(root, lock)?;
+        let cfg = VolumeConfig { read_only: true, cache_size: 64 << 20, ..VolumeConfig::default() };
+        Ok(Arc::new(Self::assemble(dir, &cfg)?))
+    }
+
+    /// Journal events from sequence number `from`, at most `limit`, in
+    /// order (`at1 log`).
+    pub fn events(&self, from: u64, limit: usize) -> VResult<Vec<at1_store::Event>> {
+        Ok(self.meta.read()?.events(from, limit)?)
+    }
+
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
         let (meta, objects): (SqliteMeta, Arc<dyn ObjectStore>) = if cfg.read_only && !dir.is_locked() {
             // Beside a daemon that may be changing it: touch nothing.
