@@ -171,8 +171,12 @@ pub struct Volume {
     /// When the last content was committed (ns): background work waits
     /// for quiet.
     pub(crate) last_commit: std::sync::atomic::AtomicI64,
-    /// The commit thread and the re-encoding worker.
+    /// The commit thread.
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The re-encoding worker: not waited for at close beyond a moment (an
+    /// encode at the strongest levels can take minutes; its work resumes
+    /// at the next open).
+    pub(crate) recompressor: Mutex<Option<std::thread::JoinHandle<()>>>,
     started: Instant,
 }
 
@@ -262,6 +266,7 @@ impl Volume {
             work: (Mutex::new(false), Condvar::new()),
             last_commit: std::sync::atomic::AtomicI64::new(0),
             threads: Mutex::new(Vec::new()),
+            recompressor: Mutex::new(None),
             started: Instant::now(),
             dir,
         })
@@ -872,8 +877,12 @@ impl Volume {
     /// the journal position now durable; then the objects whose release
     /// that made durable can go.
     fn sync_round(&self) -> VResult<()> {
-        self.objects.sync()?;
+        // The position first: every change up to it was committed after
+        // its object was put, so the objects' sync below covers them all.
+        // (Read after, a change committed meanwhile would be marked
+        // durable with its object still unsynced.)
         let upto = self.meta.read()?.last_event()?.map_or(0, |e| e.seq);
+        self.objects.sync()?;
         {
             let mut txn = self.meta.write()?;
             txn.set_setting("synced_seq", &upto.to_string())?;
@@ -936,6 +945,21 @@ impl Volume {
         }
     }
 
+    /// Waits a moment for the re-encoding worker to stop between files;
+    /// one in the middle of an encode is left to finish on its own: it
+    /// swaps nothing in once the volume is closing, and the process's exit
+    /// ends it (its temp object goes at the next open).
+    fn let_recompressor_go(&self) {
+        let Some(worker) = lock(&self.recompressor).take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !worker.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if worker.is_finished() {
+            let _ = worker.join();
+        }
+    }
+
     /// Ends the volume's work: commits of open files, a last sync, and the
     /// mark of a clean shutdown (so the next open has nothing to check).
     pub fn close(&self) -> VResult<()> {
@@ -946,6 +970,7 @@ impl Volume {
         for t in threads {
             let _ = t.join();
         }
+        self.let_recompressor_go();
         if self.read_only {
             return Ok(());
         }
