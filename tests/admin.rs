@@ -404,3 +404,25 @@ fn verify_reports_two_swapped_objects_under_both_paths() {
         assert!(out.contains(&format!("{}/docs/{name}: FAILED: object ", store.display())), "{name}: {out}");
     }
 }
+
+// ------------------------------------------ garbage collection's guard
+
+/// The defect: a garbage row naming an object that is still a file's
+/// content (a wrong row, by a bug or by hand) made collection delete the
+/// file's content. Collection now keeps an object any inode names.
+#[test]
+fn garbage_collection_keeps_an_object_still_named_by_a_file() {
+    let d = sample_store();
+    let store = store_of(&d);
+    let object = object_of(&store, "a.txt");
+    let id: Vec<u8> = db(&store).query_row("SELECT object FROM inodes WHERE ino = ?1", [ino_named(&store, "a.txt")], |r| r.get(0)).unwrap();
+    db(&store).execute("INSERT INTO garbage (object, released_at) VALUES (?1, 1)", [id]).unwrap();
+    // Opening collects the garbage whose release is durable.
+    let volume = Volume::open(&store, VolumeConfig::default()).unwrap();
+    volume.close().unwrap();
+    drop(volume);
+    assert!(object.exists(), "the content of /docs/a.txt is kept");
+    let rows: i64 = db(&store).query_row("SELECT COUNT(*) FROM garbage", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "the wrong row goes");
+    assert_eq!(verify(&store).0, Some(0));
+}
