@@ -21,7 +21,10 @@ use at1::gate::GateError;
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_))) || cause.downcast_ref::<cli::VerifyFailed>().is_some() {
+        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_)))
+            || cause.downcast_ref::<cli::VerifyFailed>().is_some()
+            || cause.downcast_ref::<cli::DamageFound>().is_some()
+        {
             return 3;
         }
         if cause.downcast_ref::<cli::UsageError>().is_some() {

@@ -366,3 +366,36 @@ fn verify_of_a_store_checks_every_file_under_its_path() {
     assert!(out.contains(&format!("{store}/a.csv: FAILED")) || out.contains(&format!("{store}/c.csv: FAILED")), "{out}");
     assert!(!out.contains("sub/b.txt"), "{out}");
 }
+
+/// One daemon per store: a second mount of a mounted store is refused in
+/// one line, mounts nothing, and the first mount keeps serving. (A mount
+/// point inside the store, and a store inside the mount point:
+/// tests/sql_security.rs `mount_on_its_own_store_or_inside_it_is_refused`.)
+#[test]
+fn a_second_mount_of_a_mounted_store_is_refused_and_the_first_keeps_working() {
+    if !fuse_available() {
+        return;
+    }
+    let (d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let mnt2 = d.path().join("mnt2").display().to_string();
+    std::fs::create_dir(&mnt2).unwrap();
+    let _c2 = Cleanup(mnt2.clone());
+    assert!(at1(&["mount", &store, &mnt]).status.success());
+    std::fs::write(format!("{mnt}/before"), b"one").unwrap();
+    for foreground in [false, true] {
+        let mut args = vec!["mount", &store, &mnt2];
+        if foreground {
+            args.push("--foreground");
+        }
+        let out = at1(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
+        assert!(!is_mounted(std::path::Path::new(&mnt2)), "nothing mounted at the second mount point");
+    }
+    assert_eq!(std::fs::read(format!("{mnt}/before")).unwrap(), b"one");
+    std::fs::write(format!("{mnt}/after"), b"two").unwrap();
+    assert_eq!(std::fs::read(format!("{mnt}/after")).unwrap(), b"two");
+    assert!(at1(&["unmount", &mnt]).status.success());
+}

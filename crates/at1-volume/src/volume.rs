@@ -139,6 +139,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Told an inode whose content changed.
+type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
+
 /// A mounted (or otherwise opened) store.
 pub struct Volume {
     pub(crate) dir: StoreDir,
@@ -160,7 +163,7 @@ pub struct Volume {
     pub(crate) stats: Arc<Stats>,
     /// Told the inode whose content changed, to drop the kernel's cached
     /// pages of it.
-    invalidator: RwLock<Option<Arc<dyn Fn(Ino) + Send + Sync>>>,
+    invalidator: RwLock<Option<Invalidator>>,
     /// Stops the background threads.
     stop: (Mutex<bool>, Condvar),
     /// Wakes the re-encoding worker.
@@ -216,6 +219,22 @@ impl Volume {
         let dir = layout::open(root, false)?;
         let cfg = VolumeConfig { read_only: true, cache_size: 64 << 20, ..VolumeConfig::default() };
         Ok(Arc::new(Self::assemble(dir, &cfg)?))
+    }
+
+    /// Opens the store at `root` for `at1 fsck`: with `lock` (to repair),
+    /// the store's lock is taken (refused while a daemon serves it); without,
+    /// it is read beside a daemon. Neither recovers nor starts any thread:
+    /// fsck must see the store as it is.
+    pub fn open_for_check(root: &Path, lock: bool) -> VResult<Arc<Volume>> {
+        let dir = layout::open(root, lock)?;
+        let cfg = VolumeConfig { read_only: true, cache_size: 64 << 20, ..VolumeConfig::default() };
+        Ok(Arc::new(Self::assemble(dir, &cfg)?))
+    }
+
+    /// Journal events from sequence number `from`, at most `limit`, in
+    /// order (`at1 log`).
+    pub fn events(&self, from: u64, limit: usize) -> VResult<Vec<at1_store::Event>> {
+        Ok(self.meta.read()?.events(from, limit)?)
     }
 
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
@@ -429,6 +448,8 @@ impl Volume {
 
     /// Makes a new inode named `name` in `parent` (regular files, special
     /// files, directories, symlinks).
+    // mknod's own arguments, each needed: bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn make(&self, parent: Ino, name: &[u8], kind: Kind, perm: u32, rdev: u32, owner: Owner, target: Option<&[u8]>) -> VResult<Attr> {
         check_new_name(parent, name)?;
         if let Some(t) = target {
@@ -872,7 +893,10 @@ impl Volume {
     }
 
     /// Deletes the objects released by changes up to journal position
-    /// `durable` (those changes cannot come back).
+    /// `durable` (those changes cannot come back) that no inode names: an
+    /// object still named (a garbage row that should not be there) is
+    /// kept and only its row goes, with an error line — a wrong row never
+    /// costs a file its content.
     fn collect_garbage(&self, durable: u64) -> VResult<()> {
         let garbage = self.meta.read()?.garbage()?;
         let done: Vec<_> = garbage.into_iter().filter(|(_, at)| *at <= durable).map(|(id, _)| id).collect();
@@ -880,6 +904,10 @@ impl Volume {
             return Ok(());
         }
         for id in &done {
+            if let Some(ino) = self.meta.read()?.object_user(id)? {
+                log::error!("object {id} is on the garbage list but is the content of {}: kept", self.path_of(ino));
+                continue;
+            }
             self.contents.forget(id);
             self.objects.delete(id)?;
         }
@@ -898,7 +926,9 @@ impl Volume {
             {
                 let (stop, cv) = (&volume.stop.0, &volume.stop.1);
                 let stopped = lock(stop);
-                let (stopped, _) = cv.wait_timeout(stopped, interval).unwrap_or_else(|e| e.into_inner());
+                // The flag is looked at before the wait: a stop that came
+                // before it must not cost a whole interval.
+                let (stopped, _) = cv.wait_timeout_while(stopped, interval, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
                 if *stopped {
                     return;
                 }
@@ -1037,4 +1067,21 @@ pub(crate) fn content_json(c: &Option<Content>) -> serde_json::Value {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_a_volume_right_after_opening_it_does_not_wait_a_commit_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VolumeConfig { commit_interval: Duration::from_secs(60), ..VolumeConfig::default() };
+        for _ in 0..3 {
+            let volume = Volume::open(dir.path(), cfg.clone()).unwrap();
+            let start = Instant::now();
+            volume.close().unwrap();
+            assert!(start.elapsed() < Duration::from_secs(20), "close took {:?}", start.elapsed());
+        }
+    }
 }
