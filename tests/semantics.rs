@@ -593,6 +593,36 @@ fn refuse_xattr() {
     assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::ENODATA)));
 }
 
+/// The bug: `system.posix_acl_access` was stored as a plain attribute, so
+/// `cp -a` (which sets modes through it, falling back to chmod only when
+/// ACLs are unsupported) left every copied file 0600 and directory 0700.
+#[test]
+fn cp_a_keeps_modes_acl_attributes_are_refused() {
+    let m = mount_or_skip!();
+    let f = m.path("f");
+    std::fs::write(&f, b"x").unwrap();
+    let (p, n) = (cpath(&f), CString::new("system.posix_acl_access").unwrap());
+    let acl = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x04\0\x04\0\xff\xff\xff\xff \0\x04\0\xff\xff\xff\xff";
+    // SAFETY: valid C strings and a value of its length.
+    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), acl.as_ptr().cast(), acl.len(), 0) };
+    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EOPNOTSUPP)));
+
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/g"), b"g").unwrap();
+    std::fs::write(tree.join("x"), b"#!/bin/sh\n").unwrap();
+    for (path, mode) in [("", 0o755), ("sub", 0o750), ("sub/g", 0o644), ("x", 0o755)] {
+        std::fs::set_permissions(tree.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = std::process::Command::new("cp").arg("-a").arg(&tree).arg(m.path("")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (path, mode) in [("", 0o755), ("sub", 0o750), ("sub/g", 0o644), ("x", 0o755)] {
+        let got = std::fs::metadata(m.path("tree").join(path)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "tree/{path}: {got:o}");
+    }
+}
+
 #[test]
 fn refuse_readonly() {
     let Some(mut m) = Mounted::new(&[]) else { return };

@@ -29,6 +29,13 @@ pub fn check_settable(name: &[u8], value: &[u8]) -> VResult<()> {
     if name.is_empty() {
         return Err(errno(libc::EINVAL));
     }
+    // `system.*` are the kernel's own (POSIX ACLs): kept as plain bytes they
+    // would claim to have set permissions that nothing applies — `cp -a`
+    // sets a file's mode through `system.posix_acl_access` and falls back to
+    // chmod only when told ACLs are not supported.
+    if name.starts_with(b"system.") {
+        return Err(errno(libc::EOPNOTSUPP));
+    }
     if name.len() > NAME_MAX {
         return Err(errno(libc::ERANGE));
     }
