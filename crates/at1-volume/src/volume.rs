@@ -128,6 +128,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Told the inode whose content changed.
+type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
+
 /// A mounted (or otherwise opened) store.
 pub struct Volume {
     pub(crate) dir: StoreDir,
@@ -144,7 +147,7 @@ pub struct Volume {
     pub(crate) stats: Arc<Stats>,
     /// Told the inode whose content changed, to drop the kernel's cached
     /// pages of it.
-    invalidator: RwLock<Option<Arc<dyn Fn(Ino) + Send + Sync>>>,
+    invalidator: RwLock<Option<Invalidator>>,
     /// Stops the commit thread.
     stop: (Mutex<bool>, Condvar),
     commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -386,6 +389,7 @@ impl Volume {
 
     /// Makes a new inode named `name` in `parent` (regular files, special
     /// files, directories, symlinks).
+    #[allow(clippy::too_many_arguments)] // the fields of a new inode, each its own
     fn make(&self, parent: Ino, name: &[u8], kind: Kind, perm: u32, rdev: u32, owner: Owner, target: Option<&[u8]>) -> VResult<Attr> {
         check_new_name(parent, name)?;
         if let Some(t) = target {
