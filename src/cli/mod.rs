@@ -122,6 +122,13 @@ pub enum Command {
         #[arg(long, default_value = "644", value_name = "OCTAL")]
         mode: String,
     },
+    /// Convert a store made by an earlier at1 (layout 1) in place, proving
+    /// every file identical first (the store must not be mounted).
+    #[command(after_help = store::UPGRADE_AFTER_HELP)]
+    Upgrade {
+        /// The store directory (the source given to `at1 mount`).
+        store: PathBuf,
+    },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
     #[command(after_help = EXIT_STATUS)]
@@ -235,9 +242,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&args),
         Command::Sql { root, query, format } => sql::run(&root, &query, format),
         Command::Import { store, object, path, mode } => {
-            let mode = u32::from_str_radix(&mode, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
+            let mode = u32::from_str_radix(&mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
             store::import(&store, &object, &path, mode)
         }
+        Command::Upgrade { store } => store::upgrade(&store),
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }
