@@ -317,11 +317,15 @@ fn live_daemon(pid_file: &Path) -> Option<i32> {
     (!zombie && (comm == "at1" || comm.starts_with("at1fs") || comm.starts_with("mount.fuse.at1"))).then_some(pid)
 }
 
-/// The mount point of a mount served from `root`: the source of a
-/// `fuse.at1fs` mount, or `at1fs:STORE` (older daemons).
+/// The mount point of a mount served from `root`.
 fn mount_of(root: &Path) -> Option<String> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = root.as_os_str().as_bytes();
+    mount_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, root.as_os_str().as_bytes())
+}
+
+/// The mount point of a mount in mountinfo `text` served from the store
+/// `root`: the source of a `fuse.at1fs` mount, or `at1fs:STORE` (the
+/// source older daemons gave, whatever the type).
+fn mount_in(text: &str, root: &[u8]) -> Option<String> {
     text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let dash = fields.iter().position(|f| *f == "-")?;
@@ -332,7 +336,7 @@ fn mount_of(root: &Path) -> Option<String> {
             None => return None,
         };
         let point = fields.get(4)?;
-        (store == want).then(|| String::from_utf8_lossy(&unescape(point)).into_owned())
+        (store == root).then(|| String::from_utf8_lossy(&unescape(point)).into_owned())
     })
 }
 
@@ -596,6 +600,17 @@ mod tests {
         let s = Summary { files: 3, bytes: 1234, dirs: 2, hard_links: 1, symlinks: 4, specials: 5 };
         assert_eq!(Summary::from_json(&s.to_json()), Some(s));
         assert_eq!(Summary::from_json("{}"), None);
+    }
+
+    #[test]
+    fn a_mount_of_the_store_is_found_in_either_form() {
+        let info = "36 25 0:32 / /mnt/a rw,nosuid - fuse.at1fs /srv/my\\040store rw\n\
+                    37 25 0:33 / /mnt/b\\040b rw - fuse at1fs:/srv/old rw\n\
+                    38 25 0:34 / /mnt/c rw - ext4 /srv/other rw\n";
+        assert_eq!(mount_in(info, b"/srv/my store").as_deref(), Some("/mnt/a"));
+        assert_eq!(mount_in(info, b"/srv/old").as_deref(), Some("/mnt/b b"));
+        assert_eq!(mount_in(info, b"/srv/other"), None, "not an at1fs mount");
+        assert_eq!(mount_in(info, b"/srv"), None);
     }
 
     #[test]
