@@ -83,6 +83,8 @@ fn assert_mount_refused(store: &Path) {
         panic!("a layout-1 store was mounted: {}", r.stderr);
     }
     assert!(r.stderr.contains(&format!("at1 upgrade {}", store.display())), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
+    assert!(fs::read_dir(mnt.path()).unwrap().next().is_none(), "nothing is mounted");
 }
 
 /// `base` + `rel` (bytes, starting with `/`; `/` is `base` itself).
@@ -210,17 +212,44 @@ fn manifest() -> Vec<Expected> {
         .collect()
 }
 
-/// The atime of each manifest entry in the old tree (what the layout-1
-/// mount showed; tar does not restore atimes, so the manifest cannot hold
-/// them).
-fn old_atimes(store: &Path, manifest: &[Expected]) -> HashMap<Vec<u8>, i64> {
+/// What the old tree says of a manifest entry that the manifest cannot:
+/// its atime (what the layout-1 mount showed; tar does not restore
+/// atimes) and its inode there (names of one file share it).
+struct OldEntry {
+    atime: i64,
+    ino: u64,
+}
+
+fn old_entries(store: &Path, manifest: &[Expected]) -> HashMap<Vec<u8>, OldEntry> {
     manifest
         .iter()
         .map(|e| {
             let m = fs::symlink_metadata(under(store, &e.tree)).unwrap();
-            (e.path.clone(), ns(m.atime(), m.atime_nsec()))
+            (e.path.clone(), OldEntry { atime: ns(m.atime(), m.atime_nsec()), ino: m.ino() })
         })
         .collect()
+}
+
+/// Names that were one file in the old tree are one file in the mount,
+/// and names that were not are not.
+fn link_differences(mnt: &Path, manifest: &[Expected], old: &HashMap<Vec<u8>, OldEntry>) -> Vec<String> {
+    let files: Vec<(&Vec<u8>, u64, u64)> = manifest
+        .iter()
+        .filter(|e| e.kind == "file")
+        .filter_map(|e| Some((&e.path, old[&e.path].ino, fs::symlink_metadata(under(mnt, &e.path)).ok()?.ino())))
+        .collect();
+    let linked = files.iter().enumerate().any(|(i, (_, a, _))| files[i + 1..].iter().any(|(_, b, _)| a == b));
+    assert!(linked, "the fixture holds hard links, so this check can fail");
+    let mut diffs = Vec::new();
+    for (i, (a, old_a, new_a)) in files.iter().enumerate() {
+        for (b, old_b, new_b) in &files[i + 1..] {
+            if (old_a == old_b) != (new_a == new_b) {
+                let was = if old_a == old_b { "one file" } else { "two files" };
+                diffs.push(format!("{} and {}: were {was}, are not now", String::from_utf8_lossy(a), String::from_utf8_lossy(b)));
+            }
+        }
+    }
+    diffs
 }
 
 /// Every path under `dir` (as `/a/b`), `.at1` of the root left out.
@@ -247,8 +276,8 @@ fn mount_paths(mnt: &Path) -> BTreeSet<Vec<u8>> {
 }
 
 /// What differs between the mount at `mnt` and the manifest.
-fn differences(mnt: &Path, manifest: &[Expected], atimes: &HashMap<Vec<u8>, i64>) -> Vec<String> {
-    let mut diffs = Vec::new();
+fn differences(mnt: &Path, manifest: &[Expected], old: &HashMap<Vec<u8>, OldEntry>) -> Vec<String> {
+    let mut diffs = link_differences(mnt, manifest, old);
     let expected: BTreeSet<Vec<u8>> = manifest.iter().map(|e| e.path.clone()).collect();
     let shown = mount_paths(mnt);
     for p in expected.symmetric_difference(&shown) {
@@ -267,7 +296,7 @@ fn differences(mnt: &Path, manifest: &[Expected], atimes: &HashMap<Vec<u8>, i64>
         check("mode", format!("{:04o}", e.mode), format!("{:04o}", m.mode() & 0o7777));
         check("owner", format!("{}:{}", e.uid, e.gid), format!("{}:{}", m.uid(), m.gid()));
         check("mtime", e.mtime_ns.to_string(), ns(m.mtime(), m.mtime_nsec()).to_string());
-        check("atime", atimes[&e.path].to_string(), ns(m.atime(), m.atime_nsec()).to_string());
+        check("atime", old[&e.path].atime.to_string(), ns(m.atime(), m.atime_nsec()).to_string());
         // The layout-1 root counted its work directory `.at1`.
         let nlink = if e.path == b"/" { e.nlink - 1 } else { e.nlink };
         check("nlink", nlink.to_string(), m.nlink().to_string());
@@ -289,10 +318,10 @@ fn differences(mnt: &Path, manifest: &[Expected], atimes: &HashMap<Vec<u8>, i64>
 }
 
 /// Mounts the upgraded store and checks every entry against the manifest
-/// and the old atimes.
-fn assert_mount_shows_the_manifest(store: &Path, atimes: &HashMap<Vec<u8>, i64>) {
+/// and what the old tree said of it.
+fn assert_mount_shows_the_manifest(store: &Path, old: &HashMap<Vec<u8>, OldEntry>) {
     let Some(mut m) = Mounted::on_store(store, &[]) else { return };
-    let diffs = differences(&m.mnt, &manifest(), atimes);
+    let diffs = differences(&m.mnt, &manifest(), old);
     assert!(diffs.is_empty(), "the upgraded mount differs from what the layout-1 mount showed:\n{}", diffs.join("\n"));
     m.unmount();
 }
@@ -438,13 +467,13 @@ fn a_layout1_store_is_refused_at_mount_naming_at1_upgrade() {
 fn upgrade_converts_the_layout1_fixture_and_the_mount_shows_every_entry_as_before() {
     let old = extract();
     let manifest = manifest();
-    let atimes = old_atimes(&old.store, &manifest);
+    let old_tree = old_entries(&old.store, &manifest);
     let r = upgrade(&old.store);
     assert!(r.status.success(), "{}{}", r.stdout, r.stderr);
     let line = format!("{}: upgraded to layout 2, every entry proven identical: {}\n", old.store.display(), expected_summary(&manifest));
     assert_eq!(r.stdout, line);
     assert_layout2(&old.store);
-    assert_mount_shows_the_manifest(&old.store, &atimes);
+    assert_mount_shows_the_manifest(&old.store, &old_tree);
 
     // The upgraded store is an ordinary volume: writes commit and read back.
     let Some(mut m) = Mounted::on_store(&old.store, &[]) else { return };
@@ -555,9 +584,9 @@ fn an_upgrade_that_crashed_at_any_step_is_finished_by_running_it_again() {
     for (point, proven) in CRASH_POINTS {
         let old = extract();
         // The snapshot lists directories, which (relatime, after `tar -x`)
-        // sets their atimes once: take the old atimes after it.
+        // sets their atimes once: take the old tree's atimes after it.
         let before = snapshot(&old.store);
-        let atimes = old_atimes(&old.store, &manifest);
+        let old_tree = old_entries(&old.store, &manifest);
         let r = at1(&[OsStr::new("upgrade"), old.store.as_os_str()], &[(at1::volume::upgrade::fault_injection::ENV, point)]);
         assert_eq!(r.status.signal(), Some(libc::SIGABRT), "{point}: {}{}", r.stdout, r.stderr);
         if !proven {
@@ -569,7 +598,7 @@ fn an_upgrade_that_crashed_at_any_step_is_finished_by_running_it_again() {
         let said = if proven { "finished an interrupted upgrade to layout 2, every entry proven identical" } else { "upgraded to layout 2" };
         assert!(r.stdout.contains(said) && r.stdout.contains(&expected_summary(&manifest)), "{point}: {}", r.stdout);
         assert_layout2(&old.store);
-        assert_mount_shows_the_manifest(&old.store, &atimes);
+        assert_mount_shows_the_manifest(&old.store, &old_tree);
     }
 }
 
@@ -578,7 +607,7 @@ fn an_upgrade_killed_at_any_moment_is_finished_by_running_it_again() {
     let manifest = manifest();
     for delay_ms in [0, 25, 60, 150] {
         let old = extract();
-        let atimes = old_atimes(&old.store, &manifest);
+        let old_tree = old_entries(&old.store, &manifest);
         let mut cmd = Command::new(at1_bin());
         cmd.arg("upgrade").arg(&old.store).stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = spawn(&mut cmd).unwrap();
@@ -588,7 +617,7 @@ fn an_upgrade_killed_at_any_moment_is_finished_by_running_it_again() {
         let r = upgrade(&old.store);
         assert!(r.status.success(), "killed after {delay_ms} ms: {}{}", r.stdout, r.stderr);
         assert_layout2(&old.store);
-        assert_mount_shows_the_manifest(&old.store, &atimes);
+        assert_mount_shows_the_manifest(&old.store, &old_tree);
     }
 }
 
