@@ -14,7 +14,17 @@ fn log_text(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     while out.len() < len {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        writeln!(out, "2026-12-01T05:{:02}:{:02} INFO request {} took {} us from 10.0.{}.{}", (x >> 8) % 60, (x >> 16) % 60, x >> 40, (x >> 24) % 100_000, (x >> 4) % 256, (x >> 12) % 256).unwrap();
+        writeln!(
+            out,
+            "2026-12-01T05:{:02}:{:02} INFO request {} took {} us from 10.0.{}.{}",
+            (x >> 8) % 60,
+            (x >> 16) % 60,
+            x >> 40,
+            (x >> 24) % 100_000,
+            (x >> 4) % 256,
+            (x >> 12) % 256
+        )
+        .unwrap();
     }
     out
 }
