@@ -22,7 +22,11 @@ use at1::gate::GateError;
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         let upgrade_refused = cause.downcast_ref::<at1::volume::upgrade::UpgradeError>().is_some_and(|e| e.is_verification_failure());
-        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_))) || cause.downcast_ref::<cli::VerifyFailed>().is_some() || upgrade_refused {
+        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_)))
+            || cause.downcast_ref::<cli::VerifyFailed>().is_some()
+            || cause.downcast_ref::<cli::DamageFound>().is_some()
+            || upgrade_refused
+        {
             return 3;
         }
         if cause.downcast_ref::<cli::UsageError>().is_some() {

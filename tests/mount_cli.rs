@@ -55,6 +55,35 @@ fn background_mount_returns_when_live_and_unmount_waits_for_the_daemon() {
     assert!(at1(&["unmount", &mnt]).status.success());
 }
 
+/// The bug: an unmount while the background worker re-encoded a large
+/// file at the strongest levels waited for the encode (minutes on a busy
+/// machine) and `at1 unmount` gave up after its timeout. The worker's job
+/// is abandoned instead, resumed at the next mount, and the bytes stay.
+#[test]
+fn unmount_does_not_wait_for_a_background_reencode() {
+    if !fuse_available() {
+        return;
+    }
+    let (_d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let data: Vec<u8> =
+        (0..300_000u32).flat_map(|i| format!("line {i} of a file to re-encode {}\n", i.wrapping_mul(2_654_435_761) % 100_003).into_bytes()).collect();
+    assert!(at1(&["mount", &store, &mnt]).status.success());
+    std::fs::write(format!("{mnt}/big.txt"), &data).unwrap();
+    for _ in 0..2 {
+        // Quiet for the worker to start its encode, then unmount.
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        let out = at1(&["unmount", &mnt, "--timeout", "20"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let out = at1(&["mount", &store, &mnt]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read(format!("{mnt}/big.txt")).unwrap() == data, "the bytes are kept");
+    }
+    assert!(at1(&["unmount", &mnt]).status.success());
+}
+
 #[test]
 fn bad_stores_and_busy_mount_points_get_one_line_errors() {
     if !fuse_available() {
@@ -336,4 +365,37 @@ fn verify_of_a_store_checks_every_file_under_its_path() {
     assert_eq!(r.status.code(), Some(3), "{out}");
     assert!(out.contains(&format!("{store}/a.csv: FAILED")) || out.contains(&format!("{store}/c.csv: FAILED")), "{out}");
     assert!(!out.contains("sub/b.txt"), "{out}");
+}
+
+/// One daemon per store: a second mount of a mounted store is refused in
+/// one line, mounts nothing, and the first mount keeps serving. (A mount
+/// point inside the store, and a store inside the mount point:
+/// tests/sql_security.rs `mount_on_its_own_store_or_inside_it_is_refused`.)
+#[test]
+fn a_second_mount_of_a_mounted_store_is_refused_and_the_first_keeps_working() {
+    if !fuse_available() {
+        return;
+    }
+    let (d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let mnt2 = d.path().join("mnt2").display().to_string();
+    std::fs::create_dir(&mnt2).unwrap();
+    let _c2 = Cleanup(mnt2.clone());
+    assert!(at1(&["mount", &store, &mnt]).status.success());
+    std::fs::write(format!("{mnt}/before"), b"one").unwrap();
+    for foreground in [false, true] {
+        let mut args = vec!["mount", &store, &mnt2];
+        if foreground {
+            args.push("--foreground");
+        }
+        let out = at1(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
+        assert!(!is_mounted(std::path::Path::new(&mnt2)), "nothing mounted at the second mount point");
+    }
+    assert_eq!(std::fs::read(format!("{mnt}/before")).unwrap(), b"one");
+    std::fs::write(format!("{mnt}/after"), b"two").unwrap();
+    assert_eq!(std::fs::read(format!("{mnt}/after")).unwrap(), b"two");
+    assert!(at1(&["unmount", &mnt]).status.success());
 }

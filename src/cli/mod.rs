@@ -2,6 +2,7 @@
 //! its own — every command calls the gate, the reader, the store or the
 //! query engine.
 
+mod admin;
 pub mod args;
 mod files;
 mod inspect;
@@ -24,6 +25,7 @@ use at1::format::Backend;
 use at1::gate::GateConfig;
 use at1::reader::Object;
 
+pub use admin::DamageFound;
 pub use verify::VerifyFailed;
 
 /// The exit codes, shown under every `--help`.
@@ -70,6 +72,13 @@ pub enum Command {
     /// Check objects: every block checksum, every byte decoded, the SHA-256.
     #[command(after_help = verify::AFTER_HELP)]
     Verify(verify::VerifyArgs),
+    /// Print a store's journal: every committed change, hash-chained.
+    #[command(after_help = admin::LOG_AFTER_HELP)]
+    Log(admin::LogArgs),
+    /// Check a store's namespace, contents, objects and journal; --repair
+    /// fixes what can be proved (the store must not be mounted).
+    #[command(after_help = admin::FSCK_AFTER_HELP)]
+    Fsck(admin::FsckArgs),
     /// Show codec, sizes, ratio, blocks, row groups, columns and zone maps.
     #[command(after_help = EXIT_STATUS)]
     Inspect {
@@ -237,6 +246,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Decompress(args) => files::decompress(&args),
         Command::Cat { file, range } => files::cat(&file, range.as_deref()),
         Command::Verify(args) => verify::run(&args),
+        Command::Log(args) => admin::log(&args),
+        Command::Fsck(args) => admin::fsck(&args),
         Command::Inspect { file, json, row_groups } => inspect::run(&open_object(&file)?, json, row_groups).with_context(|| format!("{}", file.display())),
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
         Command::Mount(args) => mount::mount(&args),

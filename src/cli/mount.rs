@@ -684,6 +684,13 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Whether `pid` has finished exiting: gone, or a zombie none of whose
+/// threads is still alive. (The leader turns zombie as soon as it exits,
+/// while its other threads are still being torn down and the store's lock
+/// is still held.)
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).unwrap_or(true)
+    let leader_dead =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).unwrap_or(true);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    leader_dead && threads <= 1
 }

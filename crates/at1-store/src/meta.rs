@@ -192,6 +192,18 @@ pub trait MetaRead {
     /// volume's own: (object, inode), oldest first, at most `limit`.
     fn recompress_queue(&self, limit: usize) -> Result<Vec<(ObjectId, Ino)>, MetaError>;
     fn setting(&self, key: &str) -> Result<Option<String>, MetaError>;
+    /// Every inode, by number after `after`, at most `limit` (a check
+    /// walks the whole namespace).
+    fn inodes(&self, after: Ino, limit: usize) -> Result<Vec<Inode>, MetaError>;
+    /// How many entries name `ino`.
+    fn names_count(&self, ino: Ino) -> Result<u64, MetaError>;
+    /// How many entries of `dir` name directories.
+    fn subdir_count(&self, dir: Ino) -> Result<u64, MetaError>;
+    /// Every entry as (parent, name, ino) — whether or not its inode
+    /// exists — in (parent, name) order after `after`, at most `limit`.
+    fn all_entries(&self, after: Option<(Ino, &[u8])>, limit: usize) -> Result<Vec<(Ino, Vec<u8>, Ino)>, MetaError>;
+    /// An inode whose content is object `id`, if any.
+    fn object_user(&self, id: &ObjectId) -> Result<Option<Ino>, MetaError>;
 }
 
 /// A read-write transaction. Dropped without [`MetaTxn::commit`], it is

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (parent, name)
 );
 CREATE INDEX IF NOT EXISTS entries_by_ino ON entries (ino);
+CREATE INDEX IF NOT EXISTS inodes_by_object ON inodes (object);
 CREATE TABLE IF NOT EXISTS symlinks (ino INTEGER PRIMARY KEY, target BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
 CREATE TABLE IF NOT EXISTS orphans (ino INTEGER PRIMARY KEY);
@@ -449,6 +450,56 @@ macro_rules! impl_reads {
                     .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
                     .map_err(engine)
             }
+
+            fn inodes(&self, after: Ino, limit: usize) -> Result<Vec<Inode>, MetaError> {
+                let mut s = self.conn.prepare_cached(&format!("SELECT {INODE_COLUMNS} FROM inodes WHERE ino > ?1 ORDER BY ino LIMIT ?2")).map_err(engine)?;
+                let rows = s.query_map(params![after as i64, limit as i64], inode_row).map_err(engine)?;
+                rows.map(|r| r.map_err(engine).and_then(InodeRow::check)).collect()
+            }
+
+            fn names_count(&self, ino: Ino) -> Result<u64, MetaError> {
+                let n: i64 = self
+                    .conn
+                    .prepare_cached("SELECT COUNT(*) FROM entries WHERE ino = ?1")
+                    .and_then(|mut s| s.query_row([ino as i64], |r| r.get(0)))
+                    .map_err(engine)?;
+                to_u64(n, "count")
+            }
+
+            fn subdir_count(&self, dir: Ino) -> Result<u64, MetaError> {
+                let n: i64 = self
+                    .conn
+                    .prepare_cached("SELECT COUNT(*) FROM entries e JOIN inodes i ON i.ino = e.ino WHERE e.parent = ?1 AND i.kind = ?2")
+                    .and_then(|mut s| s.query_row(params![dir as i64, Kind::Dir.code()], |r| r.get(0)))
+                    .map_err(engine)?;
+                to_u64(n, "count")
+            }
+
+            fn all_entries(&self, after: Option<(Ino, &[u8])>, limit: usize) -> Result<Vec<(Ino, Vec<u8>, Ino)>, MetaError> {
+                // Before every entry: parent 0 is no directory's number.
+                let (parent, name) = after.unwrap_or((0, &[]));
+                let mut s = self
+                    .conn
+                    .prepare_cached("SELECT parent, name, ino FROM entries WHERE (parent, name) > (?1, ?2) ORDER BY parent, name LIMIT ?3")
+                    .map_err(engine)?;
+                let rows = s
+                    .query_map(params![parent as i64, name, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))
+                    .map_err(engine)?;
+                rows.map(|r| {
+                    let (parent, name, ino) = r.map_err(engine)?;
+                    Ok((to_u64(parent, "parent")?, name, to_u64(ino, "inode number")?))
+                })
+                .collect()
+            }
+
+            fn object_user(&self, id: &ObjectId) -> Result<Option<Ino>, MetaError> {
+                let ino: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT ino FROM inodes WHERE object = ?1 LIMIT 1")
+                    .and_then(|mut s| s.query_row([id.0.to_vec()], |r| r.get(0)).optional())
+                    .map_err(engine)?;
+                ino.map(|i| to_u64(i, "inode number")).transpose()
+            }
         }
     };
 }
@@ -648,6 +699,35 @@ mod tests {
         assert_eq!(r.last_event().unwrap().unwrap().hash, [9; 32]);
         assert_eq!(r.garbage().unwrap(), vec![(ObjectId([1; 16]), 1)]);
         assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99, recompress_pending: 0 });
+    }
+
+    #[test]
+    fn whole_namespace_scans_see_dangling_entries_counts_and_object_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let object = ObjectId([5; 16]);
+        let mut t = meta.write().unwrap();
+        let sub = t.create_inode(&Inode { kind: Kind::Dir, nlink: 2, parent: ROOT_INO, ..dir_inode(0o755) }).unwrap();
+        t.insert_entry(ROOT_INO, b"sub", sub).unwrap();
+        let content = Some(Content { object, stored_len: 1, sha256: [0; 32] });
+        let file = t.create_inode(&Inode { kind: Kind::File, nlink: 2, content, ..dir_inode(0o644) }).unwrap();
+        t.insert_entry(ROOT_INO, b"f", file).unwrap();
+        t.insert_entry(sub, b"g", file).unwrap();
+        t.insert_entry(sub, b"gone", 999).unwrap();
+        t.commit().unwrap();
+        let r = meta.read().unwrap();
+        assert_eq!(r.inodes(0, 10).unwrap().iter().map(|i| i.ino).collect::<Vec<_>>(), vec![ROOT_INO, sub, file]);
+        assert_eq!(r.inodes(sub, 1).unwrap().len(), 1);
+        assert_eq!(r.names_count(file).unwrap(), 2);
+        assert_eq!(r.subdir_count(ROOT_INO).unwrap(), 1);
+        assert_eq!(r.subdir_count(sub).unwrap(), 0);
+        let all = r.all_entries(None, 10).unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.contains(&(sub, b"gone".to_vec(), 999)), "an entry naming no inode is listed");
+        let (p, n, _) = &all[1];
+        assert_eq!(r.all_entries(Some((*p, n)), 10).unwrap(), all[2..].to_vec(), "pages continue after the key");
+        assert_eq!(r.object_user(&object).unwrap(), Some(file));
+        assert_eq!(r.object_user(&ObjectId([6; 16])).unwrap(), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`files`]: open files, staging, commits, reads;
 //! - [`resolve`]: a path resolved as a caller (queries), with [`access`];
 //! - [`journal`]: the hash-chained event log;
+//! - [`check`]: `at1 verify`; [`fsck`]: `at1 fsck` (and its repair);
 //! - [`durability`]: group commit; [`recovery`]: what a crash leaves;
 //! - [`layout`]: the store directory, its lock and version; [`upgrade`]:
 //!   a layout-1 store converted in place;
@@ -20,6 +21,7 @@ pub mod contents;
 pub mod durability;
 pub mod error;
 pub mod files;
+pub mod fsck;
 pub mod import;
 pub mod journal;
 pub mod layout;

@@ -11,7 +11,9 @@
 //! nothing a reader sees moves, and the journal records each swap.
 //!
 //! The worker runs at the lowest CPU priority, waits while commits are
-//! arriving, and stops between files when the volume closes; the queue is
+//! arriving, and stops between files when the volume closes (a close does
+//! not wait for an encode in progress: nothing is swapped in after it
+//! began, and the encode is abandoned); the queue is
 //! in the metadata engine, so work left at unmount resumes at the next
 //! mount.
 
@@ -85,7 +87,7 @@ impl Volume {
             }
         });
         match thread {
-            Ok(t) => lock(&self.threads).push(t),
+            Ok(t) => *lock(&self.recompressor) = Some(t),
             Err(e) => log::error!("cannot start the re-encoding worker ({e}): contents stay at the fast level"),
         }
     }
@@ -161,6 +163,10 @@ impl Volume {
     /// `old`.
     fn swap_recompressed(&self, ino: Ino, old: &Content, new: Content) -> VResult<bool> {
         let swapped = self.change(|txn, t| {
+            if self.stopping() {
+                // The close's last sync may be done: leave the queue as it is.
+                return Ok(false);
+            }
             txn.dequeue_recompress(&old.object)?;
             let Some(mut inode) = txn.inode(ino)? else { return Ok(false) };
             if inode.content.as_ref() != Some(old) {

@@ -139,7 +139,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Told the inode whose content changed.
+/// Told an inode whose content changed.
 type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
 
 /// A mounted (or otherwise opened) store.
@@ -171,8 +171,12 @@ pub struct Volume {
     /// When the last content was committed (ns): background work waits
     /// for quiet.
     pub(crate) last_commit: std::sync::atomic::AtomicI64,
-    /// The commit thread and the re-encoding worker.
+    /// The commit thread.
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The re-encoding worker: not waited for at close beyond a moment (an
+    /// encode at the strongest levels can take minutes; its work resumes
+    /// at the next open).
+    pub(crate) recompressor: Mutex<Option<std::thread::JoinHandle<()>>>,
     started: Instant,
 }
 
@@ -217,6 +221,22 @@ impl Volume {
         Ok(Arc::new(Self::assemble(dir, &cfg)?))
     }
 
+    /// Opens the store at `root` for `at1 fsck`: with `lock` (to repair),
+    /// the store's lock is taken (refused while a daemon serves it); without,
+    /// it is read beside a daemon. Neither recovers nor starts any thread:
+    /// fsck must see the store as it is.
+    pub fn open_for_check(root: &Path, lock: bool) -> VResult<Arc<Volume>> {
+        let dir = layout::open(root, lock)?;
+        let cfg = VolumeConfig { read_only: true, cache_size: 64 << 20, ..VolumeConfig::default() };
+        Ok(Arc::new(Self::assemble(dir, &cfg)?))
+    }
+
+    /// Journal events from sequence number `from`, at most `limit`, in
+    /// order (`at1 log`).
+    pub fn events(&self, from: u64, limit: usize) -> VResult<Vec<at1_store::Event>> {
+        Ok(self.meta.read()?.events(from, limit)?)
+    }
+
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
         let (meta, objects): (SqliteMeta, Arc<dyn ObjectStore>) = if cfg.read_only && !dir.is_locked() {
             // Beside a daemon that may be changing it: touch nothing.
@@ -246,6 +266,7 @@ impl Volume {
             work: (Mutex::new(false), Condvar::new()),
             last_commit: std::sync::atomic::AtomicI64::new(0),
             threads: Mutex::new(Vec::new()),
+            recompressor: Mutex::new(None),
             started: Instant::now(),
             dir,
         })
@@ -427,7 +448,8 @@ impl Volume {
 
     /// Makes a new inode named `name` in `parent` (regular files, special
     /// files, directories, symlinks).
-    #[allow(clippy::too_many_arguments)] // the fields of a new inode, each its own
+    // mknod's own arguments, each needed: bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn make(&self, parent: Ino, name: &[u8], kind: Kind, perm: u32, rdev: u32, owner: Owner, target: Option<&[u8]>) -> VResult<Attr> {
         check_new_name(parent, name)?;
         if let Some(t) = target {
@@ -855,8 +877,12 @@ impl Volume {
     /// the journal position now durable; then the objects whose release
     /// that made durable can go.
     fn sync_round(&self) -> VResult<()> {
-        self.objects.sync()?;
+        // The position first: every change up to it was committed after
+        // its object was put, so the objects' sync below covers them all.
+        // (Read after, a change committed meanwhile would be marked
+        // durable with its object still unsynced.)
         let upto = self.meta.read()?.last_event()?.map_or(0, |e| e.seq);
+        self.objects.sync()?;
         {
             let mut txn = self.meta.write()?;
             txn.set_setting("synced_seq", &upto.to_string())?;
@@ -867,7 +893,10 @@ impl Volume {
     }
 
     /// Deletes the objects released by changes up to journal position
-    /// `durable` (those changes cannot come back).
+    /// `durable` (those changes cannot come back) that no inode names: an
+    /// object still named (a garbage row that should not be there) is
+    /// kept and only its row goes, with an error line — a wrong row never
+    /// costs a file its content.
     fn collect_garbage(&self, durable: u64) -> VResult<()> {
         let garbage = self.meta.read()?.garbage()?;
         let done: Vec<_> = garbage.into_iter().filter(|(_, at)| *at <= durable).map(|(id, _)| id).collect();
@@ -875,6 +904,10 @@ impl Volume {
             return Ok(());
         }
         for id in &done {
+            if let Some(ino) = self.meta.read()?.object_user(id)? {
+                log::error!("object {id} is on the garbage list but is the content of {}: kept", self.path_of(ino));
+                continue;
+            }
             self.contents.forget(id);
             self.objects.delete(id)?;
         }
@@ -893,7 +926,9 @@ impl Volume {
             {
                 let (stop, cv) = (&volume.stop.0, &volume.stop.1);
                 let stopped = lock(stop);
-                let (stopped, _) = cv.wait_timeout(stopped, interval).unwrap_or_else(|e| e.into_inner());
+                // The flag is looked at before the wait: a stop that came
+                // before it must not cost a whole interval.
+                let (stopped, _) = cv.wait_timeout_while(stopped, interval, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
                 if *stopped {
                     return;
                 }
@@ -910,6 +945,21 @@ impl Volume {
         }
     }
 
+    /// Waits a moment for the re-encoding worker to stop between files;
+    /// one in the middle of an encode is left to finish on its own: it
+    /// swaps nothing in once the volume is closing, and the process's exit
+    /// ends it (its temp object goes at the next open).
+    fn let_recompressor_go(&self) {
+        let Some(worker) = lock(&self.recompressor).take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !worker.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if worker.is_finished() {
+            let _ = worker.join();
+        }
+    }
+
     /// Ends the volume's work: commits of open files, a last sync, and the
     /// mark of a clean shutdown (so the next open has nothing to check).
     pub fn close(&self) -> VResult<()> {
@@ -920,6 +970,7 @@ impl Volume {
         for t in threads {
             let _ = t.join();
         }
+        self.let_recompressor_go();
         if self.read_only {
             return Ok(());
         }
@@ -1016,4 +1067,21 @@ pub(crate) fn content_json(c: &Option<Content>) -> serde_json::Value {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_a_volume_right_after_opening_it_does_not_wait_a_commit_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VolumeConfig { commit_interval: Duration::from_secs(60), ..VolumeConfig::default() };
+        for _ in 0..3 {
+            let volume = Volume::open(dir.path(), cfg.clone()).unwrap();
+            let start = Instant::now();
+            volume.close().unwrap();
+            assert!(start.elapsed() < Duration::from_secs(20), "close took {:?}", start.elapsed());
+        }
+    }
 }
