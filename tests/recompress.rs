@@ -29,10 +29,17 @@ fn log_text(len: usize) -> Vec<u8> {
     out
 }
 
+/// Threads of this process named `at1-recompress` (the worker, and the
+/// gate's threads it starts, which inherit its name).
+fn reencoding_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).filter(|c| c.trim() == "at1-recompress").count()
+}
+
 /// Regression: the worker's reader stopped a re-encode at close with an
 /// `Interrupted` error, which the gate's read loop (rightly) retries: the
-/// chunker spun forever, `close` never returned, and an unmount left the
-/// daemon running.
+/// chunker spun for ever at full CPU (and `close`, which then waited for
+/// the worker, never returned: an unmount left the daemon running).
 #[test]
 fn closing_the_volume_during_a_reencode_stops_it_rather_than_spinning() {
     let store = tempfile::tempdir().unwrap();
@@ -47,12 +54,18 @@ fn closing_the_volume_during_a_reencode_stops_it_rather_than_spinning() {
     // The worker starts once the volume has been quiet for 500 ms; then
     // re-encoding 48 MiB at the strong level takes seconds.
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(reencoding_threads() > 0, "the worker is re-encoding when the volume closes");
     let (tx, rx) = mpsc::channel();
     let closing = volume.clone();
     std::thread::spawn(move || tx.send(closing.close().map_err(|e| e.to_string())));
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(result) => result.expect("close"),
         Err(_) => panic!("close did not return within 60 s: the re-encoding did not stop"),
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reencoding_threads() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the re-encoding still runs 20 s after close");
+        std::thread::sleep(Duration::from_millis(50));
     }
     // Nothing was lost: the content reads back whole.
     let v = Volume::open_read_only(store.path()).unwrap();
