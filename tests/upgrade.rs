@@ -464,6 +464,28 @@ fn a_layout1_store_is_refused_at_mount_naming_at1_upgrade() {
 }
 
 #[test]
+fn commands_on_a_layout1_store_refuse_it_naming_at1_upgrade() {
+    let old = extract();
+    let before = snapshot(&old.store);
+    let store = old.store.as_os_str();
+    let object = fixture("format-example.at1");
+    let commands: [Vec<&OsStr>; 5] = [
+        vec![OsStr::new("sql"), store, OsStr::new("SELECT COUNT(*) FROM data/flights.csv")],
+        vec![OsStr::new("verify"), store],
+        vec![OsStr::new("log"), store],
+        vec![OsStr::new("fsck"), store],
+        vec![OsStr::new("import"), store, object.as_os_str(), OsStr::new("imported.csv")],
+    ];
+    for args in commands {
+        let r = at1(&args, &[]);
+        assert!(!r.status.success(), "at1 {args:?} ran on a layout-1 store: {}", r.stdout);
+        assert!(r.stderr.contains("at1 upgrade"), "at1 {args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "at1 {args:?}: {}", r.stderr);
+    }
+    assert_same(&before, &snapshot(&old.store));
+}
+
+#[test]
 fn upgrade_converts_the_layout1_fixture_and_the_mount_shows_every_entry_as_before() {
     let old = extract();
     let manifest = manifest();
