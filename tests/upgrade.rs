@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+#[cfg(feature = "fault-injection")]
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -29,7 +30,8 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A layout-1 store extracted from the fixture, in a temp dir of its own.
 struct OldStore {
-    dir: tempfile::TempDir,
+    /// Holds the temp dir (removed on drop).
+    _dir: tempfile::TempDir,
     store: PathBuf,
 }
 
@@ -39,7 +41,7 @@ fn extract() -> OldStore {
     tar.args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"]).arg(fixture("store-layout1.tar")).arg("-C").arg(dir.path());
     assert!(common::run(&mut tar).unwrap().success(), "tar extracts the fixture");
     let store = dir.path().join("store");
-    OldStore { dir, store }
+    OldStore { _dir: dir, store }
 }
 
 struct Run {
