@@ -584,6 +584,25 @@ fn upgrade_refuses_a_store_that_is_mounted_or_served() {
 }
 
 #[test]
+fn a_second_upgrade_of_a_store_being_upgraded_is_refused() {
+    let old = extract();
+    let before = snapshot(&old.store);
+    // What a running `at1 upgrade` holds: the lock of the old work area.
+    let area = File::open(old.store.join(".at1")).unwrap();
+    // SAFETY: a valid descriptor.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&area), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let r = upgrade(&old.store);
+    assert_eq!(r.status.code(), Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("another at1 upgrade of it is running"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_same(&before, &snapshot(&old.store));
+    drop(area);
+    let r = upgrade(&old.store);
+    assert!(r.status.success(), "once the first is gone: {}", r.stderr);
+    assert_layout2(&old.store);
+}
+
+#[test]
 fn upgrade_refuses_a_directory_that_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("notes.txt"), "mine").unwrap();
