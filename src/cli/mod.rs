@@ -131,6 +131,13 @@ pub enum Command {
         #[arg(long, default_value = "644", value_name = "OCTAL")]
         mode: String,
     },
+    /// Convert a store made by an earlier at1 (layout 1) in place, proving
+    /// every file identical first (the store must not be mounted).
+    #[command(after_help = store::UPGRADE_AFTER_HELP)]
+    Upgrade {
+        /// The store directory (the source given to `at1 mount`).
+        store: PathBuf,
+    },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
     #[command(after_help = EXIT_STATUS)]
@@ -252,6 +259,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
             store::import(&store, &object, &path, mode)
         }
+        Command::Upgrade { store } => store::upgrade(&store),
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }

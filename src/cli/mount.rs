@@ -653,7 +653,7 @@ fn mount_flags(settings: &Settings) -> libc::c_ulong {
 
 /// A mount keeps no file descriptor per file (objects are mapped), but
 /// staging files and open objects do use some: allow many.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid out pointer; then a valid in pointer.
     unsafe {

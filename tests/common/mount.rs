@@ -74,6 +74,24 @@ impl Mounted {
         Some(m)
     }
 
+    /// Mounts the existing store `store` at a new mount point (None when
+    /// FUSE is absent: skip the test).
+    pub fn on_store(store: &Path, extra: &[&str]) -> Option<Mounted> {
+        if !fuse_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        sh_perm(dir.path());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut m = Mounted { store: store.to_path_buf(), mnt, log, child: None, args, done: Arc::new(AtomicBool::new(false)), _dir: dir };
+        m.start();
+        m.watchdog(Duration::from_secs(600));
+        Some(m)
+    }
+
     /// Mounts the store of `other` (unmounted first) at a new mount point.
     pub fn new_on_store(other: &Mounted, extra: &[&str]) -> Mounted {
         let dir = tempfile::tempdir().expect("temp dir");

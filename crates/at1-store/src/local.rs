@@ -124,6 +124,20 @@ impl ObjectStore for LocalObjects {
         Ok(())
     }
 
+    fn put_link(&self, id: &ObjectId, source: &Path) -> io::Result<()> {
+        let dest = self.path_of(id);
+        let fan = dest.parent().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?.to_path_buf();
+        let made = create_dir(&fan)?;
+        // link(2) never replaces: put-if-absent, as a put.
+        fs::hard_link(source, &dest)?;
+        let mut unsynced = lock(&self.unsynced);
+        unsynced.objects.push(dest);
+        if made {
+            unsynced.dirs.push(fan);
+        }
+        Ok(())
+    }
+
     fn open(&self, id: &ObjectId) -> io::Result<Arc<dyn RangeRead>> {
         let file = File::open(self.path_of(id))?;
         Ok(Arc::new(FileRange::new(file)?))
@@ -250,6 +264,22 @@ mod tests {
         std::mem::forget(kept); // a crash mid-write
         let _ = LocalObjects::open(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "cleaned at open");
+    }
+
+    #[test]
+    fn a_linked_object_is_the_file_and_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjects::open(dir.path()).unwrap();
+        let source = dir.path().join("finished.at1");
+        fs::write(&source, b"an object").unwrap();
+        let id = ObjectId::random().unwrap();
+        store.put_link(&id, &source).unwrap();
+        assert_eq!(store.len(&id).unwrap(), 9);
+        assert_eq!(store.list().unwrap(), vec![id]);
+        assert_eq!(store.put_link(&id, &source).err().map(|e| e.kind()), Some(io::ErrorKind::AlreadyExists));
+        store.sync().unwrap();
+        fs::remove_file(&source).unwrap();
+        assert_eq!(store.len(&id).unwrap(), 9, "the object outlives the name it came from");
     }
 
     #[test]

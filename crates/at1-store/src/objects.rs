@@ -3,8 +3,9 @@
 //! The contract is what an S3-compatible bucket gives (the `object_store`
 //! crate's semantics): a new object is written whole and appears at once
 //! (put-if-absent: an id is never reused or overwritten), is read by byte
-//! ranges, and is deleted; nothing relies on mmap, hard links, rename-over
-//! or appending. Durability of puts may lag until [`ObjectStore::sync`].
+//! ranges, and is deleted; nothing relies on mmap, hard links (`put_link`
+//! is a shortcut a store may refuse), rename-over or appending. Durability
+//! of puts may lag until [`ObjectStore::sync`].
 
 use std::fmt;
 use std::fs::File;
@@ -101,6 +102,15 @@ pub trait ObjectStore: Send + Sync {
     /// the next [`ObjectStore::sync`]. Fails with `AlreadyExists` if `id`
     /// exists.
     fn put(&self, id: &ObjectId, temp: TempObject) -> io::Result<()>;
+    /// Publishes the existing, finished object file `source` as object
+    /// `id` without copying it (a hard link), where the store can: the
+    /// caller guarantees nothing will change the file in place. Fails with
+    /// `Unsupported` (or the link's error, as `CrossesDevices`) where it
+    /// cannot, and the caller copies instead; `AlreadyExists` as `put`.
+    fn put_link(&self, id: &ObjectId, source: &std::path::Path) -> io::Result<()> {
+        let _ = (id, source);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Opens object `id` for ranged reads (`NotFound` if there is none).
     fn open(&self, id: &ObjectId) -> io::Result<Arc<dyn RangeRead>>;
     /// The stored length of object `id`.

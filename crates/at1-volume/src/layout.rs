@@ -80,6 +80,9 @@ pub fn open(root: &Path, lock: bool) -> VResult<StoreDir> {
     }
     let root = fs::canonicalize(root)?;
     if is_layout1(&root) {
+        if fs::read_to_string(root.join(VERSION_FILE)).is_ok_and(|v| v == LAYOUT) {
+            return Err(VolumeError::Store(format!("store {0}: its upgrade to layout 2 did not finish: run `at1 upgrade {0}` to finish it", root.display())));
+        }
         return Err(VolumeError::Store(format!(
             "store {0} was made by an earlier at1 (layout 1): run `at1 upgrade {0}` to convert it in place",
             root.display()

@@ -11,7 +11,8 @@
 //! - [`journal`]: the hash-chained event log;
 //! - [`check`]: `at1 verify`; [`fsck`]: `at1 fsck` (and its repair);
 //! - [`durability`]: group commit; [`recovery`]: what a crash leaves;
-//! - [`layout`]: the store directory, its lock and version;
+//! - [`layout`]: the store directory, its lock and version; [`upgrade`]:
+//!   a layout-1 store converted in place;
 //! - [`error`]: every failure, with its errno.
 
 pub mod access;
@@ -29,11 +30,13 @@ pub mod recovery;
 pub mod resolve;
 pub mod staging;
 pub mod stats;
+pub mod upgrade;
 pub mod volume;
 pub mod xattr;
 
 pub use at1_store::{Ino, Kind};
 pub use error::{VResult, VolumeError};
 pub use files::{OpenFile, OpenFlags};
+pub use import::BringIn;
 pub use resolve::{ResolveError, Resolved};
 pub use volume::{now, Attr, FsStats, Owner, RenameMode, SetAttr, TimeSet, Volume, VolumeConfig};

@@ -38,6 +38,8 @@ const QUIET: Duration = Duration::from_millis(500);
 const BATCH: usize = 16;
 
 /// A reader that fails once the volume is closing, so a long encode stops.
+/// Its error is not `Interrupted`: readers retry that kind (EINTR), and
+/// the gate's chunker would spin on it for ever.
 struct Cancellable<'a, R> {
     inner: R,
     volume: &'a Volume,
@@ -46,7 +48,7 @@ struct Cancellable<'a, R> {
 impl<R: Read> Read for Cancellable<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.volume.stopping() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "the volume is closing"));
+            return Err(io::Error::other("the volume is closing"));
         }
         self.inner.read(buf)
     }
