@@ -43,6 +43,19 @@ fn sh_perm(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
 }
 
+/// `base/under`, made (mode 0755) where missing.
+fn make_dirs(base: &Path, under: &Path) -> PathBuf {
+    let mut path = base.to_path_buf();
+    for part in under.iter() {
+        path.push(part);
+        if !path.is_dir() {
+            std::fs::create_dir(&path).expect("a directory on the way to the store");
+            sh_perm(&path);
+        }
+    }
+    path
+}
+
 pub struct Mounted {
     pub store: PathBuf,
     pub mnt: PathBuf,
@@ -56,14 +69,20 @@ pub struct Mounted {
 impl Mounted {
     /// Mounts a new empty store (None when FUSE is absent: skip the test).
     pub fn new(extra: &[&str]) -> Option<Mounted> {
+        Mounted::new_at(Path::new(""), Path::new(""), extra)
+    }
+
+    /// Mounts a new empty store at `TEMP/store_under/store` on
+    /// `TEMP/mnt_under/mnt` (both relative: long host paths for tests).
+    pub fn new_at(store_under: &Path, mnt_under: &Path, extra: &[&str]) -> Option<Mounted> {
         if !fuse_available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         // Other users (pjdfstest's) must be able to reach the mount point.
         sh_perm(dir.path());
-        let store = dir.path().join("store");
-        let mnt = dir.path().join("mnt");
+        let store = make_dirs(dir.path(), store_under).join("store");
+        let mnt = make_dirs(dir.path(), mnt_under).join("mnt");
         std::fs::create_dir(&store).unwrap();
         std::fs::create_dir(&mnt).unwrap();
         let log = dir.path().join("daemon.log");
