@@ -235,7 +235,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => mount::mount(&args),
         Command::Sql { root, query, format } => sql::run(&root, &query, format),
         Command::Import { store, object, path, mode } => {
-            let mode = u32::from_str_radix(&mode, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
+            let mode = u32::from_str_radix(&mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
             store::import(&store, &object, &path, mode)
         }
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
