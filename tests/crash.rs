@@ -110,3 +110,20 @@ fn kill_during_a_commit_keeps_the_previous_version() {
     assert_recovered(&m, &committed);
     assert_eq!(std::fs::read(m.path("doc.txt")).unwrap(), b"previous version\n");
 }
+
+/// Found by the model through a mount: a daemon killed right after its
+/// root was looked at left a stale mount that the next `at1 mount` took for
+/// a live one ("busy") — it asked with a stat, which the kernel answered
+/// from its attribute cache. It asks with a listing now.
+#[test]
+fn a_stale_mount_whose_root_attributes_are_cached_is_detached() {
+    let Some(mut m) = Mounted::new(&[]) else { return };
+    for round in 0..5 {
+        let name = format!("f{round}");
+        std::fs::write(m.path(&name), name.as_bytes()).unwrap();
+        std::fs::metadata(&m.mnt).unwrap(); // the root's attributes, cached
+        m.kill_daemon();
+        m.remount_after_crash(); // panics if the daemon refuses the mount point
+        assert_eq!(std::fs::read(m.path(&name)).unwrap(), name.as_bytes());
+    }
+}

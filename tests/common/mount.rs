@@ -128,8 +128,10 @@ impl Mounted {
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let mut child = spawn(&mut cmd).expect("at1 mount starts");
         let start = Instant::now();
-        // Mounted and answering (a stale mount is listed but answers ENOTCONN).
-        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
+        // Mounted and answering (a stale mount is listed but answers ENOTCONN;
+        // its root's attributes may still come from the kernel's cache, so
+        // the check is a directory listing, which always asks the daemon).
+        while !(is_mounted(&self.mnt) && std::fs::read_dir(&self.mnt).is_ok()) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
             }
