@@ -55,6 +55,35 @@ fn background_mount_returns_when_live_and_unmount_waits_for_the_daemon() {
     assert!(at1(&["unmount", &mnt]).status.success());
 }
 
+/// The bug: an unmount while the background worker re-encoded a large
+/// file at the strongest levels waited for the encode (minutes on a busy
+/// machine) and `at1 unmount` gave up after its timeout. The worker's job
+/// is abandoned instead, resumed at the next mount, and the bytes stay.
+#[test]
+fn unmount_does_not_wait_for_a_background_reencode() {
+    if !fuse_available() {
+        return;
+    }
+    let (_d, store, mnt) = dirs();
+    let _c = Cleanup(mnt.clone());
+    let data: Vec<u8> =
+        (0..300_000u32).flat_map(|i| format!("line {i} of a file to re-encode {}\n", i.wrapping_mul(2_654_435_761) % 100_003).into_bytes()).collect();
+    assert!(at1(&["mount", &store, &mnt]).status.success());
+    std::fs::write(format!("{mnt}/big.txt"), &data).unwrap();
+    for _ in 0..2 {
+        // Quiet for the worker to start its encode, then unmount.
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        let out = at1(&["unmount", &mnt, "--timeout", "20"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let out = at1(&["mount", &store, &mnt]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read(format!("{mnt}/big.txt")).unwrap() == data, "the bytes are kept");
+    }
+    assert!(at1(&["unmount", &mnt]).status.success());
+}
+
 #[test]
 fn bad_stores_and_busy_mount_points_get_one_line_errors() {
     if !fuse_available() {

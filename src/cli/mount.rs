@@ -32,6 +32,7 @@ Mount options (-o, comma-separated, also from fstab):
   query_memory=SIZE         --query-memory
   query_timeout=SECONDS     --query-timeout
   commit_interval=SECONDS   --commit-interval
+  full_level_at_close       --full-level-at-close
   query_threads=N           --query-threads
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
   dirsync                   kernel flags (default: nodev, nosuid)
@@ -101,6 +102,11 @@ pub struct MountArgs {
     /// (group commit; fsync makes a file's changes durable at once).
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     pub commit_interval: f64,
+    /// Encode at the full level (--level, --backend) in every close, instead
+    /// of committing at zstd's fast level and re-encoding in the background
+    /// when the mount is quiet.
+    #[arg(long)]
+    pub full_level_at_close: bool,
     /// Queries running at once (default: the number of cores, at least 2);
     /// one user holds at most all but one of them.
     #[arg(long, value_name = "N")]
@@ -127,6 +133,7 @@ struct Settings {
     query_memory: String,
     query_timeout: u64,
     commit_interval: f64,
+    full_level_at_close: bool,
     query_threads: Option<usize>,
     /// Kernel flags asked for (dev, nosuid, noatime, ...), the last of each
     /// pair winning.
@@ -148,6 +155,7 @@ impl Settings {
             query_memory: args.query_memory.clone(),
             query_timeout: args.query_timeout,
             commit_interval: args.commit_interval,
+            full_level_at_close: args.full_level_at_close,
             query_threads: args.query_threads,
             kernel: Vec::new(),
         };
@@ -209,6 +217,10 @@ impl Settings {
             "fuse_threads" => self.fuse_threads = number("N")?,
             "query_memory" => self.query_memory = text("SIZE")?,
             "query_timeout" => self.query_timeout = number("SECONDS")? as u64,
+            "full_level_at_close" => {
+                no_value()?;
+                self.full_level_at_close = true;
+            }
             "commit_interval" => {
                 self.commit_interval = text("SECONDS")?.parse().map_err(|_| UsageError(format!("mount option {key}: {option:?} is not a number of seconds")))?
             }
@@ -380,8 +392,14 @@ fn mount_config(s: &Settings) -> Result<(VolumeConfig, MountConfig)> {
     if !(s.commit_interval.is_finite() && s.commit_interval > 0.0 && s.commit_interval <= 3600.0) {
         return Err(UsageError(format!("commit interval: {} is not a number of seconds in (0, 3600]", s.commit_interval)).into());
     }
-    let volume =
-        VolumeConfig { gate, cache_size, read_only: s.read_only, commit_interval: Duration::from_secs_f64(s.commit_interval), staging: s.staging.clone() };
+    let volume = VolumeConfig {
+        gate,
+        fast_writes: !s.full_level_at_close,
+        cache_size,
+        read_only: s.read_only,
+        commit_interval: Duration::from_secs_f64(s.commit_interval),
+        staging: s.staging.clone(),
+    };
     Ok((volume, MountConfig { sql }))
 }
 
@@ -669,6 +687,13 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Whether `pid` has finished exiting: gone, or a zombie none of whose
+/// threads is still alive. (The leader turns zombie as soon as it exits,
+/// while its other threads are still being torn down and the store's lock
+/// is still held.)
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).unwrap_or(true)
+    let leader_dead =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).unwrap_or(true);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    leader_dead && threads <= 1
 }

@@ -176,6 +176,23 @@ impl Mounted {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Waits (up to a minute) until the background re-encoding has
+    /// nothing left to do, so the store holds only what it keeps.
+    pub fn settle(&self) {
+        let stats = self.mnt.join(".at1/stats");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            let pending = std::fs::read_to_string(&stats)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["recompress_pending"].as_u64());
+            if pending == Some(0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -121,6 +121,17 @@ impl GateConfig {
         self
     }
 
+    /// The same layout at zstd's fast level (3): what a mount commits at
+    /// `close`, so a write costs what zstd's default costs, before the
+    /// volume re-encodes the content at this configuration's own levels
+    /// in the background. `None` when this configuration is no slower.
+    pub fn fast_variant(&self) -> Option<GateConfig> {
+        const FAST: i32 = 3;
+        let fast = GateConfig { backend: Backend::Zstd, level: FAST, column_level: self.column_level.min(FAST), ..self.clone() };
+        let already_fast = self.backend == Backend::Zstd && self.level <= FAST && self.column_level <= FAST;
+        (!already_fast).then_some(fast)
+    }
+
     /// Sets one level for frames and columns alike.
     pub fn with_level(mut self, level: i32) -> Self {
         self.level = level;

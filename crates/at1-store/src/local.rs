@@ -61,10 +61,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl LocalObjects {
-    /// The object store under `root` (made if missing); temp files left by
-    /// a crash are removed.
+    /// The object store under `root` (made if missing), for the one
+    /// process that changes it: temp files left by a crash are removed.
     pub fn open(root: &Path) -> io::Result<LocalObjects> {
-        let store = LocalObjects { objects: root.join("objects"), tmp: root.join("tmp"), quarantine: root.join("quarantine"), unsynced: Mutex::default() };
+        let store = Self::at(root);
         for dir in [&store.objects, &store.tmp, &store.quarantine] {
             create_dir(dir)?;
         }
@@ -72,6 +72,16 @@ impl LocalObjects {
             let _ = fs::remove_file(entry?.path());
         }
         Ok(store)
+    }
+
+    /// The object store under `root`, to read beside the process that
+    /// changes it: nothing is made or removed.
+    pub fn open_read_only(root: &Path) -> LocalObjects {
+        Self::at(root)
+    }
+
+    fn at(root: &Path) -> LocalObjects {
+        LocalObjects { objects: root.join("objects"), tmp: root.join("tmp"), quarantine: root.join("quarantine"), unsynced: Mutex::default() }
     }
 
     fn path_of(&self, id: &ObjectId) -> PathBuf {

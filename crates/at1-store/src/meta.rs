@@ -145,6 +145,8 @@ pub struct Totals {
     pub original_bytes: u64,
     /// Sum of their objects' stored sizes.
     pub stored_bytes: u64,
+    /// Contents waiting to be re-encoded at the volume's own levels.
+    pub recompress_pending: u64,
 }
 
 #[derive(Debug, Error)]
@@ -186,6 +188,9 @@ pub trait MetaRead {
     /// `limit`.
     fn contents(&self, after: Ino, limit: usize) -> Result<Vec<(Ino, Content)>, MetaError>;
     fn totals(&self) -> Result<Totals, MetaError>;
+    /// Contents committed at a fast level, waiting to be re-encoded at the
+    /// volume's own: (object, inode), oldest first, at most `limit`.
+    fn recompress_queue(&self, limit: usize) -> Result<Vec<(ObjectId, Ino)>, MetaError>;
     fn setting(&self, key: &str) -> Result<Option<String>, MetaError>;
 }
 
@@ -208,6 +213,8 @@ pub trait MetaTxn: MetaRead {
     fn remove_orphan(&mut self, ino: Ino) -> Result<(), MetaError>;
     fn add_garbage(&mut self, object: &ObjectId, released_at: u64) -> Result<(), MetaError>;
     fn remove_garbage(&mut self, object: &ObjectId) -> Result<(), MetaError>;
+    fn queue_recompress(&mut self, object: &ObjectId, ino: Ino, at: Nanos) -> Result<(), MetaError>;
+    fn dequeue_recompress(&mut self, object: &ObjectId) -> Result<(), MetaError>;
     fn append_event(&mut self, event: &Event) -> Result<(), MetaError>;
     fn set_setting(&mut self, key: &str, value: &str) -> Result<(), MetaError>;
     fn commit(self: Box<Self>) -> Result<(), MetaError>;

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS symlinks (ino INTEGER PRIMARY KEY, target BLOB NOT NU
 CREATE TABLE IF NOT EXISTS xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
 CREATE TABLE IF NOT EXISTS orphans (ino INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS garbage (object BLOB PRIMARY KEY, released_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recompress (object BLOB PRIMARY KEY, ino INTEGER NOT NULL, queued_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -100,6 +101,22 @@ impl SqliteMeta {
             insert_inode(&writer, &root, Some(ROOT_INO))?;
         }
         let readers = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteMeta { writer: Mutex::new(writer), readers })
+    }
+
+    /// Opens the database at `path` to read it beside the process that
+    /// writes it: a read-only connection (every write fails), no schema
+    /// made.
+    pub fn open_read_only(path: &Path) -> Result<SqliteMeta, MetaError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connect = || -> Result<Connection, MetaError> {
+            let conn = Connection::open_with_flags(path, flags).map_err(engine)?;
+            conn.busy_timeout(Duration::from_secs(30)).map_err(engine)?;
+            Ok(conn)
+        };
+        let writer = connect()?;
+        let readers = (0..READERS).map(|_| connect().map(Mutex::new)).collect::<Result<_, _>>()?;
         Ok(SqliteMeta { writer: Mutex::new(writer), readers })
     }
 
@@ -398,19 +415,32 @@ macro_rules! impl_reads {
             }
 
             fn totals(&self) -> Result<Totals, MetaError> {
-                let (inodes, files, original, stored): (i64, i64, i64, i64) = self
+                let (inodes, files, original, stored, pending): (i64, i64, i64, i64, i64) = self
                     .conn
                     .prepare_cached(
-                        "SELECT COUNT(*), COUNT(object), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), COALESCE(SUM(stored_len), 0) FROM inodes",
+                        "SELECT COUNT(*), COUNT(object), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), COALESCE(SUM(stored_len), 0), \
+                         (SELECT COUNT(*) FROM recompress) FROM inodes",
                     )
-                    .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
+                    .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
                     .map_err(engine)?;
                 Ok(Totals {
                     inodes: to_u64(inodes, "count")?,
                     files_with_content: to_u64(files, "count")?,
                     original_bytes: to_u64(original, "size")?,
                     stored_bytes: to_u64(stored, "size")?,
+                    recompress_pending: to_u64(pending, "count")?,
                 })
+            }
+
+            fn recompress_queue(&self, limit: usize) -> Result<Vec<(ObjectId, Ino)>, MetaError> {
+                let mut s = self.conn.prepare_cached("SELECT object, ino FROM recompress ORDER BY queued_at LIMIT ?1").map_err(engine)?;
+                let rows = s.query_map([limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(engine)?;
+                rows.map(|r| {
+                    let (object, ino) = r.map_err(engine)?;
+                    let id = ObjectId::from_slice(&object).ok_or_else(|| MetaError::Corrupt("a malformed object id in the recompression queue".into()))?;
+                    Ok((id, to_u64(ino, "inode number")?))
+                })
+                .collect()
             }
 
             fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
@@ -531,6 +561,18 @@ impl MetaTxn for Txn<'_> {
         self.exec("DELETE FROM garbage WHERE object = ?1", [object.0.to_vec()]).map(|_| ())
     }
 
+    fn queue_recompress(&mut self, object: &ObjectId, ino: Ino, at: i64) -> Result<(), MetaError> {
+        self.exec(
+            "INSERT INTO recompress (object, ino, queued_at) VALUES (?1, ?2, ?3) ON CONFLICT (object) DO NOTHING",
+            params![object.0.to_vec(), ino as i64, at],
+        )
+        .map(|_| ())
+    }
+
+    fn dequeue_recompress(&mut self, object: &ObjectId) -> Result<(), MetaError> {
+        self.exec("DELETE FROM recompress WHERE object = ?1", [object.0.to_vec()]).map(|_| ())
+    }
+
     fn append_event(&mut self, e: &Event) -> Result<(), MetaError> {
         self.exec(
             "INSERT INTO journal (seq, time, op, detail, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -605,7 +647,7 @@ mod tests {
         assert_eq!(r.contents(0, 10).unwrap().len(), 1);
         assert_eq!(r.last_event().unwrap().unwrap().hash, [9; 32]);
         assert_eq!(r.garbage().unwrap(), vec![(ObjectId([1; 16]), 1)]);
-        assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99 });
+        assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99, recompress_pending: 0 });
     }
 
     #[test]

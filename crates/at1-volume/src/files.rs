@@ -15,9 +15,7 @@
 //!   on a local disk; the kernel's cached pages of the old one are dropped
 //!   at each commit.
 
-use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +26,7 @@ use serde_json::json;
 
 use crate::error::{errno, VResult, VolumeError};
 use crate::journal;
+use crate::staging::StagingBytes;
 use crate::stats::Stats;
 use crate::volume::{content_json, hex, lock, now, path_in, Attr, Owner, Volume};
 
@@ -43,7 +42,7 @@ struct Committed {
 /// The bytes of a file being written.
 #[derive(Debug)]
 struct Staging {
-    file: File,
+    bytes: StagingBytes,
     /// Changed since the last commit.
     modified: bool,
     /// Time of the last change, given to the file at commit.
@@ -113,7 +112,7 @@ impl FileState {
     fn set_staged(&self, staging: Option<&Staging>) -> io::Result<()> {
         match staging {
             Some(s) => {
-                self.staged_len.store(s.file.metadata()?.len(), Ordering::Release);
+                self.staged_len.store(s.bytes.len()?, Ordering::Release);
                 self.staged_mtime.store(if s.modified { s.mtime } else { 0 }, Ordering::Release);
             }
             None => {
@@ -126,6 +125,15 @@ impl FileState {
 
     fn committed(&self) -> Committed {
         lock(&self.committed).clone()
+    }
+
+    /// The content was re-encoded (same bytes): readers move to the new
+    /// object.
+    pub(crate) fn recompressed(&self, old: &Content, new: &Content) {
+        let mut c = lock(&self.committed);
+        if c.content.as_ref() == Some(old) {
+            c.content = Some(new.clone());
+        }
     }
 }
 
@@ -144,40 +152,6 @@ pub struct OpenFile {
     state: Arc<FileState>,
     /// End of the previous read, to spot sequential reading.
     pub last_end: AtomicU64,
-}
-
-/// Reads a staging file from its start with positioned reads.
-struct StagingReader<'a> {
-    file: &'a File,
-    pos: u64,
-    len: u64,
-}
-
-impl Read for StagingReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min((self.len - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(buf.get_mut(..want).unwrap_or_default(), self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-fn read_fully_at(file: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(buf.get_mut(done..).unwrap_or_default(), offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(done);
-    Ok(buf)
 }
 
 impl Volume {
@@ -217,7 +191,7 @@ impl Volume {
         let mut w = lock(&state.writers);
         match w.staging.as_mut() {
             Some(s) if truncate => {
-                s.file.set_len(0)?;
+                s.bytes.set_len(0)?;
                 s.modified = true;
                 s.mtime = now();
             }
@@ -229,18 +203,18 @@ impl Volume {
         Ok(())
     }
 
-    /// A new staging file holding the committed content (or nothing).
+    /// A new staging area holding the committed content (or nothing).
     fn new_staging(&self, ino: Ino, committed: &Committed, empty: bool) -> VResult<Staging> {
-        let mut file = tempfile::tempfile_in(&self.staging)?;
+        let mut bytes = StagingBytes::new(self.staging_dir.clone(), self.staging_memory.clone());
         if !empty {
             if let Some(content) = &committed.content {
                 let object = self.object_of(ino, content)?;
-                let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
+                let mut out = io::BufWriter::with_capacity(1 << 20, &mut bytes);
                 Reader::new(object, Some(self.cache.clone())).extract(&mut out, |_| {}).map_err(|e| self.damaged(ino, e))?;
                 io::Write::flush(&mut out)?;
             }
         }
-        Ok(Staging { file, modified: empty && committed.size > 0, mtime: now() })
+        Ok(Staging { bytes, modified: empty && committed.size > 0, mtime: now() })
     }
 
     /// Whether file `ino` has writers (its staging file exists).
@@ -288,7 +262,7 @@ impl Volume {
         let data = if h.write {
             let w = lock(&h.state.writers);
             let staging = w.staging.as_ref().ok_or_else(|| errno(libc::EBADF))?;
-            read_fully_at(&staging.file, offset, size)?
+            staging.bytes.read_at(offset, size)?
         } else {
             let committed = h.state.committed();
             match &committed.content {
@@ -319,7 +293,7 @@ impl Volume {
             // length below must not move past the staging file's end.
             return Ok(0);
         }
-        staging.file.write_all_at(data, offset)?;
+        staging.bytes.write_at(data, offset)?;
         staging.modified = true;
         staging.mtime = now();
         h.state.staged_mtime.store(staging.mtime, Ordering::Release);
@@ -329,16 +303,12 @@ impl Volume {
     }
 
     pub fn fallocate(&self, h: &OpenFile, offset: u64, length: u64, mode: i32) -> VResult<()> {
-        use std::os::fd::AsRawFd;
         if !h.write {
             return Err(errno(libc::EBADF));
         }
         let mut w = lock(&h.state.writers);
         let staging = w.staging.as_mut().ok_or_else(|| errno(libc::EBADF))?;
-        // SAFETY: a valid descriptor of a file we own.
-        if unsafe { libc::fallocate(staging.file.as_raw_fd(), mode, offset as i64, length as i64) } < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        staging.bytes.fallocate(mode, offset, length)?;
         staging.modified = true;
         staging.mtime = now();
         h.state.set_staged(Some(staging))?;
@@ -425,8 +395,9 @@ impl Volume {
         if !staging.modified {
             return Ok(());
         }
-        let len = staging.file.metadata()?.len();
-        let content = match self.encode(ino, &staging.file, len) {
+        let len = staging.bytes.len()?;
+        let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
+        let content = match self.encode_reader(ino, staging.bytes.reader()?, len, gate) {
             Ok(c) => c,
             Err(e) => {
                 // The rejected bytes are not retried (the verdict would be
@@ -439,21 +410,21 @@ impl Volume {
                 return Err(e);
             }
         };
-        self.swap_content(ino, content, len, staging.mtime, "write")?;
+        self.swap_content(ino, content, len, staging.mtime, "write", self.write_gate.is_some())?;
         staging.modified = false;
         *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size: len };
         state.set_staged(Some(staging))?;
         Ok(())
     }
 
-    /// Sends `len` bytes of `file` through the gate into a new object.
-    /// Empty content needs no object.
-    fn encode(&self, ino: Ino, file: &File, len: u64) -> VResult<Option<Content>> {
+    /// Sends the `len` bytes `input` reads through the gate (configured by
+    /// `cfg`) into a new object. Empty content needs no object.
+    pub(crate) fn encode_reader(&self, ino: Ino, input: impl Read + Send, len: u64, cfg: &gate::GateConfig) -> VResult<Option<Content>> {
         if len == 0 {
             return Ok(None);
         }
         let mut temp = self.objects.create_temp()?;
-        let report = gate::compress_to_file(StagingReader { file, pos: 0, len }, &mut temp.file, &self.gate, &|_| {})?;
+        let report = gate::compress_to_file(input, &mut temp.file, cfg, &|_| {})?;
         let id = ObjectId::random()?;
         self.objects.put(&id, temp)?;
         log::debug!("{}: {len} bytes committed as object {id}", self.path_of(ino));
@@ -462,7 +433,9 @@ impl Volume {
 
     /// Points inode `ino` at new content in one transaction (the journal
     /// records it, the old object is released); drops the kernel's pages.
-    fn swap_content(&self, ino: Ino, content: Option<Content>, size: u64, mtime: Nanos, op: &str) -> VResult<()> {
+    /// With `queue`, the new content was encoded at the fast level and waits
+    /// to be re-encoded (`recompress.rs`).
+    fn swap_content(&self, ino: Ino, content: Option<Content>, size: u64, mtime: Nanos, op: &str, queue: bool) -> VResult<()> {
         let result = self.change(|txn, t| {
             let mut inode = Self::inode_in(txn, ino)?;
             let old = std::mem::replace(&mut inode.content, content.clone());
@@ -475,6 +448,10 @@ impl Volume {
             let seq = journal::append(txn, t, op, &detail)?;
             if let Some(old) = old {
                 txn.add_garbage(&old.object, seq)?;
+                txn.dequeue_recompress(&old.object)?;
+            }
+            if let (true, Some(c)) = (queue, &content) {
+                txn.queue_recompress(&c.object, ino, t)?;
             }
             Ok(())
         });
@@ -486,6 +463,10 @@ impl Volume {
         }
         Stats::add(&self.stats.writes_committed, 1);
         Stats::add(&self.stats.bytes_written, size);
+        self.last_commit.store(now(), Ordering::Relaxed);
+        if queue {
+            self.work_queued();
+        }
         self.invalidate(ino);
         Ok(())
     }
@@ -507,7 +488,7 @@ impl Volume {
         if let Some(state) = &state {
             let mut w = lock(&state.writers);
             if let Some(staging) = w.staging.as_mut() {
-                staging.file.set_len(size)?;
+                staging.bytes.set_len(size)?;
                 staging.modified = true;
                 staging.mtime = now();
                 state.set_staged(Some(staging))?;
@@ -516,13 +497,14 @@ impl Volume {
         }
         let t = now();
         if size == 0 {
-            self.swap_content(ino, None, 0, t, "truncate")?;
+            self.swap_content(ino, None, 0, t, "truncate", false)?;
         } else {
             let committed = Committed { content: inode.content.clone(), size: inode.size };
-            let staging = self.new_staging(ino, &committed, false)?;
-            staging.file.set_len(size)?;
-            let content = self.encode(ino, &staging.file, size)?;
-            self.swap_content(ino, content, size, t, "truncate")?;
+            let mut staging = self.new_staging(ino, &committed, false)?;
+            staging.bytes.set_len(size)?;
+            let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
+            let content = self.encode_reader(ino, staging.bytes.reader()?, size, gate)?;
+            self.swap_content(ino, content, size, t, "truncate", self.write_gate.is_some())?;
         }
         if let Some(state) = state {
             *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size };

@@ -53,6 +53,11 @@ impl StoreDir {
     pub fn log_file(&self) -> PathBuf {
         self.root.join("mount.log")
     }
+
+    /// Whether this process holds the store's lock.
+    pub fn is_locked(&self) -> bool {
+        self._lock.is_some()
+    }
 }
 
 /// Whether `root` is a layout-1 store (made by at1 before the volume

@@ -13,6 +13,9 @@ pub struct Stats {
     pub bytes_served: AtomicU64,
     /// Bytes the reader decoded to serve reads (payloads and rebuilt text).
     pub bytes_decoded: AtomicU64,
+    /// Contents re-encoded in the background, and the bytes that saved.
+    pub recompressed: AtomicU64,
+    pub recompress_saved_bytes: AtomicU64,
     pub queries: AtomicU64,
     pub query_bytes_read: AtomicU64,
     pub query_bytes_total: AtomicU64,

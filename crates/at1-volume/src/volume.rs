@@ -40,6 +40,10 @@ pub const LINK_MAX: u32 = 65_000;
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
     pub gate: GateConfig,
+    /// Commit at zstd's fast level at `close` and re-encode at `gate`'s
+    /// levels in the background (`recompress.rs`), instead of paying
+    /// `gate`'s levels in every `close`.
+    pub fast_writes: bool,
     /// Bytes of decoded blocks kept in memory.
     pub cache_size: u64,
     /// Refuse every change (EROFS).
@@ -52,7 +56,14 @@ pub struct VolumeConfig {
 
 impl Default for VolumeConfig {
     fn default() -> Self {
-        VolumeConfig { gate: GateConfig::default(), cache_size: 256 << 20, read_only: false, commit_interval: Duration::from_secs(5), staging: None }
+        VolumeConfig {
+            gate: GateConfig::default(),
+            fast_writes: true,
+            cache_size: 256 << 20,
+            read_only: false,
+            commit_interval: Duration::from_secs(5),
+            staging: None,
+        }
     }
 }
 
@@ -135,9 +146,14 @@ pub struct Volume {
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) contents: Contents,
     pub(crate) cache: Arc<BlockCache>,
+    /// The volume's own encoding.
     pub(crate) gate: GateConfig,
+    /// What a `close` commits with, when faster than `gate`.
+    pub(crate) write_gate: Option<GateConfig>,
     pub(crate) read_only: bool,
-    pub(crate) staging: std::path::PathBuf,
+    /// Where staging bytes go once they are too many for memory.
+    pub(crate) staging_dir: Arc<std::path::PathBuf>,
+    pub(crate) staging_memory: Arc<crate::staging::StagingMemory>,
     /// Write state of each regular file with open handles.
     pub(crate) files: Mutex<HashMap<Ino, Arc<FileState>>>,
     pub(crate) group: GroupCommit,
@@ -145,9 +161,19 @@ pub struct Volume {
     /// Told the inode whose content changed, to drop the kernel's cached
     /// pages of it.
     invalidator: RwLock<Option<Arc<dyn Fn(Ino) + Send + Sync>>>,
-    /// Stops the commit thread.
+    /// Stops the background threads.
     stop: (Mutex<bool>, Condvar),
-    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Wakes the re-encoding worker.
+    work: (Mutex<bool>, Condvar),
+    /// When the last content was committed (ns): background work waits
+    /// for quiet.
+    pub(crate) last_commit: std::sync::atomic::AtomicI64,
+    /// The commit thread.
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The re-encoding worker: not waited for at close beyond a moment (an
+    /// encode at the strongest levels can take minutes; its work resumes
+    /// at the next open).
+    pub(crate) recompressor: Mutex<Option<std::thread::JoinHandle<()>>>,
     started: Instant,
 }
 
@@ -178,6 +204,7 @@ impl Volume {
         if !cfg.read_only {
             crate::recovery::recover(&volume)?;
             volume.start_commit_thread(cfg.commit_interval);
+            volume.start_recompressor();
         }
         Ok(volume)
     }
@@ -192,24 +219,35 @@ impl Volume {
     }
 
     fn assemble(dir: StoreDir, cfg: &VolumeConfig) -> VResult<Volume> {
-        let meta = SqliteMeta::open(&dir.meta_db(), &root_inode(now()))?;
-        let objects: Arc<dyn ObjectStore> = Arc::new(LocalObjects::open(&dir.root)?);
+        let (meta, objects): (SqliteMeta, Arc<dyn ObjectStore>) = if cfg.read_only && !dir.is_locked() {
+            // Beside a daemon that may be changing it: touch nothing.
+            (SqliteMeta::open_read_only(&dir.meta_db())?, Arc::new(LocalObjects::open_read_only(&dir.root)))
+        } else {
+            (SqliteMeta::open(&dir.meta_db(), &root_inode(now()))?, Arc::new(LocalObjects::open(&dir.root)?))
+        };
         let staging = cfg.staging.clone().unwrap_or_else(|| dir.staging());
-        std::fs::create_dir_all(&staging)?;
+        if !cfg.read_only {
+            std::fs::create_dir_all(&staging)?;
+        }
         Ok(Volume {
             contents: Contents::new(objects.clone()),
             meta: Box::new(meta),
             objects,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
             gate: cfg.gate.clone(),
+            write_gate: if cfg.fast_writes { cfg.gate.fast_variant() } else { None },
             read_only: cfg.read_only,
-            staging,
+            staging_dir: Arc::new(staging),
+            staging_memory: Arc::default(),
             files: Mutex::new(HashMap::new()),
             group: GroupCommit::default(),
             stats: Arc::new(Stats::default()),
             invalidator: RwLock::new(None),
             stop: (Mutex::new(false), Condvar::new()),
-            commit_thread: Mutex::new(None),
+            work: (Mutex::new(false), Condvar::new()),
+            last_commit: std::sync::atomic::AtomicI64::new(0),
+            threads: Mutex::new(Vec::new()),
+            recompressor: Mutex::new(None),
             started: Instant::now(),
             dir,
         })
@@ -310,18 +348,23 @@ impl Volume {
     }
 
     pub fn getattr(&self, ino: Ino) -> VResult<Attr> {
-        let r = self.meta.read()?;
-        Ok(self.attr_of(&Self::inode_in(&*r, ino)?))
+        // The reader is given back before `attr_of` takes the open-files
+        // lock: that lock is held while readers are taken (`detach`).
+        let inode = Self::inode_in(&*self.meta.read()?, ino)?;
+        Ok(self.attr_of(&inode))
     }
 
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> VResult<Attr> {
         if name.len() > NAME_MAX {
             return Err(errno(libc::ENAMETOOLONG));
         }
-        let r = self.meta.read()?;
-        Self::dir_in(&*r, parent)?;
-        let ino = r.lookup(parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
-        Ok(self.attr_of(&Self::inode_in(&*r, ino)?))
+        let inode = {
+            let r = self.meta.read()?;
+            Self::dir_in(&*r, parent)?;
+            let ino = r.lookup(parent, name)?.ok_or_else(|| errno(libc::ENOENT))?;
+            Self::inode_in(&*r, ino)?
+        };
+        Ok(self.attr_of(&inode))
     }
 
     /// Entries of directory `dir` in name order after `after`, at most
@@ -778,6 +821,26 @@ impl Volume {
         })
     }
 
+    // ------------------------------------------------------------ background
+
+    /// Whether the volume is closing (background work stops).
+    pub(crate) fn stopping(&self) -> bool {
+        *lock(&self.stop.0)
+    }
+
+    /// Wakes the re-encoding worker (new content is queued).
+    pub(crate) fn work_queued(&self) {
+        *lock(&self.work.0) = true;
+        self.work.1.notify_all();
+    }
+
+    /// Waits until work is queued, the volume closes, or `timeout` passes.
+    pub(crate) fn wait_for_work(&self, timeout: Duration) {
+        let queued = lock(&self.work.0);
+        let (mut queued, _) = self.work.1.wait_timeout_while(queued, timeout, |q| !*q && !self.stopping()).unwrap_or_else(|e| e.into_inner());
+        *queued = false;
+    }
+
     // ------------------------------------------------------------ durability
 
     /// Makes every change committed so far durable (one round shared by
@@ -793,8 +856,12 @@ impl Volume {
     /// the journal position now durable; then the objects whose release
     /// that made durable can go.
     fn sync_round(&self) -> VResult<()> {
-        self.objects.sync()?;
+        // The position first: every change up to it was committed after
+        // its object was put, so the objects' sync below covers them all.
+        // (Read after, a change committed meanwhile would be marked
+        // durable with its object still unsynced.)
         let upto = self.meta.read()?.last_event()?.map_or(0, |e| e.seq);
+        self.objects.sync()?;
         {
             let mut txn = self.meta.write()?;
             txn.set_setting("synced_seq", &upto.to_string())?;
@@ -843,8 +910,23 @@ impl Volume {
             }
         });
         match thread {
-            Ok(t) => *lock(&self.commit_thread) = Some(t),
+            Ok(t) => lock(&self.threads).push(t),
             Err(e) => log::error!("cannot start the commit thread ({e}): changes become durable at fsync and unmount only"),
+        }
+    }
+
+    /// Waits a moment for the re-encoding worker to stop between files;
+    /// one in the middle of an encode is left to finish on its own: it
+    /// swaps nothing in once the volume is closing, and the process's exit
+    /// ends it (its temp object goes at the next open).
+    fn let_recompressor_go(&self) {
+        let Some(worker) = lock(&self.recompressor).take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !worker.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if worker.is_finished() {
+            let _ = worker.join();
         }
     }
 
@@ -853,9 +935,12 @@ impl Volume {
     pub fn close(&self) -> VResult<()> {
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
-        if let Some(t) = lock(&self.commit_thread).take() {
+        self.work.1.notify_all();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
             let _ = t.join();
         }
+        self.let_recompressor_go();
         if self.read_only {
             return Ok(());
         }
