@@ -872,7 +872,6 @@ mod inprocess {
 
     /// Choosing paths: what exists in the reference now.
     impl Reference {
-
         /// Paths that exist (the root aside), and directories (the root
         /// included), in the reference now.
         fn existing(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
@@ -896,8 +895,7 @@ mod inprocess {
 
         fn resolve_sel(&self, sel: &Sel) -> Sel {
             let (paths, dirs) = self.existing();
-            let files: Vec<Vec<u8>> =
-                paths.iter().filter(|p| self.at(p).is_ok_and(|n| self.node(n).kind == NodeKind::File)).cloned().collect();
+            let files: Vec<Vec<u8>> = paths.iter().filter(|p| self.at(p).is_ok_and(|n| self.node(n).kind == NodeKind::File)).cloned().collect();
             let free = || -> Vec<Vec<u8>> {
                 let mut out = Vec::new();
                 for d in &dirs {
@@ -1554,12 +1552,7 @@ mod inprocess {
                 let mut f = io(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path))?;
                 let mut content = Vec::new();
                 io(std::io::Read::read_to_end(&mut f, &mut content))?;
-                Ok(Out::File {
-                    attr,
-                    content,
-                    original_bytes: lgetxattr(&path, b"user.at1.original_bytes")?,
-                    sha256: lgetxattr(&path, b"user.at1.sha256")?,
-                })
+                Ok(Out::File { attr, content, original_bytes: lgetxattr(&path, b"user.at1.original_bytes")?, sha256: lgetxattr(&path, b"user.at1.sha256")? })
             }
 
             fn m_readdir(&self, dir: &[u8]) -> V<Out> {
@@ -1744,7 +1737,8 @@ mod inprocess {
                         let r = if onto_itself { Err(libc::EEXIST) } else { self.reference.rename(from, to, rename_mode(*mode)).map(|()| Out::Done) };
                         let flags = [0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][usize::from(*mode)];
                         // SAFETY: valid C strings.
-                        let got = rc(unsafe { libc::renameat2(libc::AT_FDCWD, c(&self.path(from)).as_ptr(), libc::AT_FDCWD, c(&self.path(to)).as_ptr(), flags) });
+                        let got =
+                            rc(unsafe { libc::renameat2(libc::AT_FDCWD, c(&self.path(from)).as_ptr(), libc::AT_FDCWD, c(&self.path(to)).as_ptr(), flags) });
                         match (r, got) {
                             // Linux checks a rename's many conditions in an
                             // order of its own (an exchange with a missing
@@ -1803,7 +1797,11 @@ mod inprocess {
                             // SAFETY: duplicating and closing a descriptor this owns.
                             let dup = unsafe { libc::dup(h.file.as_raw_fd()) };
                             // SAFETY: closing the duplicate made here.
-                            if dup < 0 { Err(errno(std::io::Error::last_os_error())) } else { rc(unsafe { libc::close(dup) }) }
+                            if dup < 0 {
+                                Err(errno(std::io::Error::last_os_error()))
+                            } else {
+                                rc(unsafe { libc::close(dup) })
+                            }
                         };
                         self.reference.flush(n, write);
                         (Ok(Out::Done), got.map(|()| Out::Done))
@@ -1983,7 +1981,10 @@ mod inprocess {
                 let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
                 let log = m.log_text();
                 let tail: Vec<&str> = log.lines().rev().take(12).collect();
-                return Err(TestCaseError::fail(format!("{case} is gone after the remount ({e}); mounts:\n{mounts}\ndaemon log (last lines first):\n{}", tail.join("\n"))));
+                return Err(TestCaseError::fail(format!(
+                    "{case} is gone after the remount ({e}); mounts:\n{mounts}\ndaemon log (last lines first):\n{}",
+                    tail.join("\n")
+                )));
             }
             pair.reference.after_restart();
             pair.compare_trees(if clean { "after an unmount and mount" } else { "after a crash and mount" })

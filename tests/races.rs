@@ -273,8 +273,8 @@ fn files_made_over_3000_bytes_deep_land_where_they_are_named_and_ln_works() {
 
 /// The mount point over 3,000 bytes from the root, and the store as deep
 /// as its metadata database allows (SQLite's unix VFS takes paths of at
-/// most 512 bytes: a deeper store is refused at mount, see
-/// tests/mount_cli.rs), with concurrent creates in eight deep directories
+/// most 512 bytes: a deeper store is refused at mount, docs/SEMANTICS.md),
+/// with concurrent creates in eight deep directories
 /// at once. The old daemon built host paths under the store from the
 /// names in the mount; this one builds none.
 #[test]
