@@ -328,8 +328,9 @@ impl Committed {
 
 /// Runs `cmd` (a copy into the mount) and kills the daemon once `dest`
 /// holds `at` files, plus up to 40 ms; the copy then fails or ends. A kill
-/// point past the copy's end falls after its last close.
-fn kill_during(m: &mut Mounted, cmd: &str, dest: &std::path::Path, at: usize, extra_ms: u64) {
+/// point past the copy's end falls after its last close. Returns whether
+/// the copy was still running when the daemon was killed.
+fn kill_during(m: &mut Mounted, cmd: &str, dest: &std::path::Path, at: usize, extra_ms: u64) -> bool {
     let mut child =
         spawn(std::process::Command::new("bash").args(["-c", cmd]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null())).unwrap();
     let start = Instant::now();
@@ -340,6 +341,7 @@ fn kill_during(m: &mut Mounted, cmd: &str, dest: &std::path::Path, at: usize, ex
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(extra_ms));
+    let running = child.try_wait().unwrap().is_none();
     m.kill_daemon();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
@@ -349,6 +351,7 @@ fn kill_during(m: &mut Mounted, cmd: &str, dest: &std::path::Path, at: usize, ex
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.wait();
+    running
 }
 
 /// Rounds of a copy tool into one destination, the source changed between
@@ -359,6 +362,7 @@ fn copies_killed_at_random(scenario: &str, copy: impl Fn(&std::path::Path, &std:
     let mut source = Source::new(&mut rng, 40);
     let mut committed = Committed::default();
     std::fs::create_dir(m.path("dest")).unwrap();
+    let mut mid_copy = 0;
     for round in 0..KILLS_PER_SCENARIO {
         if round > 0 {
             source.change(&mut rng);
@@ -367,10 +371,16 @@ fn copies_killed_at_random(scenario: &str, copy: impl Fn(&std::path::Path, &std:
         let extra = rng.range(0, 40);
         let what = format!("{scenario} round {round} (killed at {at} files + {extra} ms)");
         let dest = m.path("dest");
-        kill_during(&mut m, &copy(source.dir.path(), &dest), &dest, at, extra);
+        if kill_during(&mut m, &copy(source.dir.path(), &dest), &dest, at, extra) {
+            mid_copy += 1;
+        }
         m.remount_after_crash();
         committed.check_after_crash(&m, Some(("dest", &source.files)), &what);
     }
+    eprintln!("{scenario}: {mid_copy} of {KILLS_PER_SCENARIO} kills landed while the copy ran");
+    // Kill points that all fell after the copy would test only "after
+    // close": most must land inside it.
+    assert!(mid_copy * 2 > KILLS_PER_SCENARIO, "{scenario}: only {mid_copy} of {KILLS_PER_SCENARIO} kills landed while the copy ran");
 }
 
 #[test]
