@@ -1347,6 +1347,13 @@ mod inprocess {
             gate: GateConfig { frame_size: 1024, level: 3, threads: 1, ..GateConfig::default() },
             cache_size: 1 << 20,
             commit_interval: Duration::from_millis(5),
+            // No background re-encoding: its worker holds the volume while
+            // it waits for quiet and re-encodes, so a volume dropped as by
+            // a crash is not freed (and does not let go of its store) until
+            // the worker's batch is done — thousands of sequences would
+            // take many minutes and pile up workers. The re-encoding is
+            // covered through a mount (crash, durability tests).
+            fast_writes: false,
             ..VolumeConfig::default()
         }
     }
