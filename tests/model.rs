@@ -1114,9 +1114,8 @@ mod inprocess {
                     if released.0 != released.1 {
                         return released;
                     }
-                    let r = self.reference.make(path, NodeKind::File, *perm, *owner).map(|n| {
+                    let r = self.reference.make(path, NodeKind::File, *perm, *owner).inspect(|&n| {
                         self.reference.open_node(n, true, false).expect("a new file opens");
-                        n
                     });
                     let got = self.v_parent_of(path).and_then(|(dir, name)| {
                         v(self.volume.create(dir, name, *perm, Owner { uid: owner.0, gid: owner.1 }, OpenFlags { write: true, truncate: false }))
@@ -1145,9 +1144,8 @@ mod inprocess {
                 }
                 Op::Symlink { path, target_len } => {
                     let target = symlink_target(*target_len);
-                    let r = self.reference.make(path, NodeKind::Symlink, 0o777, (0, 0)).map(|n| {
+                    let r = self.reference.make(path, NodeKind::Symlink, 0o777, (0, 0)).inspect(|&n| {
                         self.reference.node_mut(n).target = target.clone();
-                        n
                     });
                     let got = self.v_parent_of(path).and_then(|(dir, name)| v(self.volume.symlink(dir, name, &target, Owner { uid: 0, gid: 0 })));
                     self.made(r, got)
@@ -1667,9 +1665,8 @@ mod inprocess {
                         if released.0 != released.1 {
                             return released;
                         }
-                        let r = self.reference.make(path, NodeKind::File, *perm, *owner).map(|n| {
+                        let r = self.reference.make(path, NodeKind::File, *perm, *owner).inspect(|&n| {
                             self.reference.open_node(n, true, false).expect("a new file opens");
-                            n
                         });
                         let made = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(self.path(path));
                         let got = io(made).and_then(|f| Ok((self.own(path, *perm, *owner, false)?, f)));
@@ -1707,9 +1704,8 @@ mod inprocess {
                         // target starts at a file outside the mount, so a
                         // path through it is ENOTDIR as in the reference.
                         let target = [b"/dev/null/".as_slice(), &symlink_target(*target_len)].concat();
-                        let r = self.reference.make(path, NodeKind::Symlink, 0o777, (0, 0)).map(|n| {
+                        let r = self.reference.make(path, NodeKind::Symlink, 0o777, (0, 0)).inspect(|&n| {
                             self.reference.node_mut(n).target = target.clone();
-                            n
                         });
                         let got = io(std::os::unix::fs::symlink(OsStr::from_bytes(&target), self.path(path))).and_then(|()| Ok(self.lstat(path)?.ino()));
                         self.made(r, got)

@@ -160,7 +160,7 @@ pub struct Volume {
     pub(crate) stats: Arc<Stats>,
     /// Told the inode whose content changed, to drop the kernel's cached
     /// pages of it.
-    invalidator: RwLock<Option<Arc<dyn Fn(Ino) + Send + Sync>>>,
+    invalidator: RwLock<Option<Invalidator>>,
     /// Stops the background threads.
     stop: (Mutex<bool>, Condvar),
     /// Wakes the re-encoding worker.
@@ -279,7 +279,7 @@ impl Volume {
 
     /// Sets who is told of content changes (the FUSE adapter drops the
     /// kernel's cached pages).
-    pub fn set_invalidator(&self, f: Arc<dyn Fn(Ino) + Send + Sync>) {
+    pub fn set_invalidator(&self, f: Invalidator) {
         *self.invalidator.write().unwrap_or_else(|e| e.into_inner()) = Some(f);
     }
 
@@ -429,6 +429,7 @@ impl Volume {
 
     /// Makes a new inode named `name` in `parent` (regular files, special
     /// files, directories, symlinks).
+    #[allow(clippy::too_many_arguments)] // one per column of the new inode
     fn make(&self, parent: Ino, name: &[u8], kind: Kind, perm: u32, rdev: u32, owner: Owner, target: Option<&[u8]>) -> VResult<Attr> {
         check_new_name(parent, name)?;
         if let Some(t) = target {
@@ -1038,3 +1039,7 @@ pub(crate) fn content_json(c: &Option<Content>) -> serde_json::Value {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Told the inode whose content changed (to drop the kernel's cached pages
+/// of it).
+pub type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
