@@ -130,8 +130,14 @@ impl Mounted {
         let start = Instant::now();
         // Mounted and answering (a stale mount is listed but answers ENOTCONN;
         // its root's attributes may still come from the kernel's cache, so
-        // the check is a directory listing, which always asks the daemon).
-        while !(is_mounted(&self.mnt) && std::fs::read_dir(&self.mnt).is_ok()) {
+        // the check is a directory listing, which always asks the daemon),
+        // and the root is the volume's (inode 1), not the directory under
+        // a stale mount that the new daemon has just detached.
+        let answering = |mnt: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::read_dir(mnt).is_ok() && std::fs::metadata(mnt).is_ok_and(|m| m.ino() == 1)
+        };
+        while !(is_mounted(&self.mnt) && answering(&self.mnt)) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
             }
