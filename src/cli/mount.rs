@@ -342,7 +342,10 @@ fn detach(mountpoint: &Path) -> Result<()> {
 /// mount left by a killed daemon is detached first.
 fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
     if mounts().iter().any(|(p, _, _)| p == mountpoint) {
-        match std::fs::metadata(mountpoint) {
+        // A listing, not a stat: the kernel may answer a stat of a dead
+        // daemon's root from its attribute cache, but a listing always asks
+        // the daemon.
+        match std::fs::read_dir(mountpoint) {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                 log::warn!("{} is a stale mount (its daemon is gone); detaching it", mountpoint.display());
                 eprintln!("at1: detaching the stale mount at {}", mountpoint.display());

@@ -43,6 +43,19 @@ fn sh_perm(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
 }
 
+/// `base/under`, made (mode 0755) where missing.
+fn make_dirs(base: &Path, under: &Path) -> PathBuf {
+    let mut path = base.to_path_buf();
+    for part in under.iter() {
+        path.push(part);
+        if !path.is_dir() {
+            std::fs::create_dir(&path).expect("a directory on the way to the store");
+            sh_perm(&path);
+        }
+    }
+    path
+}
+
 pub struct Mounted {
     pub store: PathBuf,
     pub mnt: PathBuf,
@@ -56,14 +69,20 @@ pub struct Mounted {
 impl Mounted {
     /// Mounts a new empty store (None when FUSE is absent: skip the test).
     pub fn new(extra: &[&str]) -> Option<Mounted> {
+        Mounted::new_at(Path::new(""), Path::new(""), extra)
+    }
+
+    /// Mounts a new empty store at `TEMP/store_under/store` on
+    /// `TEMP/mnt_under/mnt` (both relative: long host paths for tests).
+    pub fn new_at(store_under: &Path, mnt_under: &Path, extra: &[&str]) -> Option<Mounted> {
         if !fuse_available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         // Other users (pjdfstest's) must be able to reach the mount point.
         sh_perm(dir.path());
-        let store = dir.path().join("store");
-        let mnt = dir.path().join("mnt");
+        let store = make_dirs(dir.path(), store_under).join("store");
+        let mnt = make_dirs(dir.path(), mnt_under).join("mnt");
         std::fs::create_dir(&store).unwrap();
         std::fs::create_dir(&mnt).unwrap();
         let log = dir.path().join("daemon.log");
@@ -127,8 +146,16 @@ impl Mounted {
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let mut child = spawn(&mut cmd).expect("at1 mount starts");
         let start = Instant::now();
-        // Mounted and answering (a stale mount is listed but answers ENOTCONN).
-        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
+        // Mounted and answering (a stale mount is listed but answers ENOTCONN;
+        // its root's attributes may still come from the kernel's cache, so
+        // the check is a directory listing, which always asks the daemon),
+        // and the root is the volume's (inode 1), not the directory under
+        // a stale mount that the new daemon has just detached.
+        let answering = |mnt: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::read_dir(mnt).is_ok() && std::fs::metadata(mnt).is_ok_and(|m| m.ino() == 1)
+        };
+        while !(is_mounted(&self.mnt) && answering(&self.mnt)) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
             }

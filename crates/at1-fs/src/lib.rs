@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod error;
+mod invalidate;
 mod readahead;
 pub mod sql;
 
@@ -70,6 +71,8 @@ pub struct At1Fs {
     started: SystemTime,
     /// Set once the session exists, to drop the kernel's cached pages.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Those notifications in flight (a close waits for its file's).
+    invalidations: Arc<invalidate::Invalidations>,
 }
 
 pub fn file_type(kind: Kind) -> FileType {
@@ -139,17 +142,20 @@ impl At1Fs {
         let scratch = volume.store_dir().staging();
         let sql = Arc::new(sql::SqlService::new(volume.clone(), scratch, cache, stats.clone(), &cfg.sql));
         let notifier: Arc<std::sync::OnceLock<fuser::Notifier>> = Arc::new(std::sync::OnceLock::new());
-        let slot = notifier.clone();
-        volume.set_invalidator(Arc::new(move |ino| {
-            if let Some(n) = slot.get().cloned() {
-                // From another thread: a notification must not wait on a
-                // request in flight.
-                std::thread::spawn(move || {
-                    let _ = n.inval_inode(INodeNo(ino), 0, 0);
-                });
-            }
-        }));
-        Self { volume, stats, handles: Mutex::new(HashMap::new()), next_handle: AtomicU64::new(1), read_ahead, sql, started: SystemTime::now(), notifier }
+        let invalidations = Arc::new(invalidate::Invalidations::default());
+        let (slot, pending) = (notifier.clone(), invalidations.clone());
+        volume.set_invalidator(Arc::new(move |ino| pending.send(&slot, ino)));
+        Self {
+            volume,
+            stats,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            read_ahead,
+            sql,
+            started: SystemTime::now(),
+            notifier,
+            invalidations,
+        }
     }
 
     pub fn volume(&self) -> Arc<Volume> {
@@ -503,7 +509,15 @@ impl Filesystem for At1Fs {
             Handle::File(f) => Some(f.clone()),
             _ => None,
         }) {
-            Ok(Some(f)) => self.volume.flush(&f).map_err(FsError::from),
+            Ok(Some(f)) => {
+                let result = self.volume.flush(&f).map_err(FsError::from);
+                // The close returns once the kernel holds no page of the
+                // old (or the rejected) content.
+                if f.write {
+                    self.invalidations.wait(f.ino, invalidate::CLOSE_WAIT);
+                }
+                result
+            }
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };

@@ -20,7 +20,7 @@ use crate::objects::ObjectId;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inodes (
-    ino INTEGER PRIMARY KEY,
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
     kind INTEGER NOT NULL,
     perm INTEGER NOT NULL,
     uid INTEGER NOT NULL,

@@ -288,6 +288,11 @@ impl Volume {
         }
         let mut w = lock(&h.state.writers);
         let staging = w.staging.as_mut().ok_or_else(|| errno(libc::EBADF))?;
+        if data.is_empty() {
+            // Writes nothing and extends nothing (POSIX): the staged
+            // length below must not move past the staging file's end.
+            return Ok(0);
+        }
         staging.bytes.write_at(data, offset)?;
         staging.modified = true;
         staging.mtime = now();

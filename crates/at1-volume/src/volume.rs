@@ -139,9 +139,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Told an inode whose content changed.
-type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
-
 /// A mounted (or otherwise opened) store.
 pub struct Volume {
     pub(crate) dir: StoreDir,
@@ -298,7 +295,7 @@ impl Volume {
 
     /// Sets who is told of content changes (the FUSE adapter drops the
     /// kernel's cached pages).
-    pub fn set_invalidator(&self, f: Arc<dyn Fn(Ino) + Send + Sync>) {
+    pub fn set_invalidator(&self, f: Invalidator) {
         *self.invalidator.write().unwrap_or_else(|e| e.into_inner()) = Some(f);
     }
 
@@ -1068,6 +1065,10 @@ pub(crate) fn content_json(c: &Option<Content>) -> serde_json::Value {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Told the inode whose content changed (to drop the kernel's cached pages
+/// of it).
+pub type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {
