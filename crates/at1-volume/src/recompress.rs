@@ -70,19 +70,24 @@ impl Volume {
             return;
         }
         let weak = Arc::downgrade(self);
+        let work = Arc::clone(&self.work);
         let thread = std::thread::Builder::new().name("at1-recompress".into()).spawn(move || {
             lowest_priority();
             loop {
-                let Some(volume) = weak.upgrade() else { return };
-                if volume.stopping() {
-                    return;
-                }
-                let worked = volume.recompress_some().unwrap_or_else(|e| {
-                    log::warn!("background re-encoding: {e}");
-                    false
-                });
+                let worked = {
+                    let Some(volume) = weak.upgrade() else { return };
+                    if volume.stopping() {
+                        return;
+                    }
+                    volume.recompress_some().unwrap_or_else(|e| {
+                        log::warn!("background re-encoding: {e}");
+                        false
+                    })
+                };
+                // Waits holding no reference to the volume: one dropped
+                // without `close` goes at once (its drop wakes this wait).
                 if !worked {
-                    volume.wait_for_work(Duration::from_secs(2));
+                    work.wait(Duration::from_secs(2));
                 }
             }
         });

@@ -139,6 +139,62 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Wakes the re-encoding worker: work was queued, or the volume is going.
+#[derive(Default)]
+pub(crate) struct WorkSignal {
+    woken: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl WorkSignal {
+    pub(crate) fn wake(&self) {
+        *lock(&self.woken) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until woken or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let woken = lock(&self.woken);
+        let (mut woken, _) = self.cv.wait_timeout_while(woken, timeout, |w| !*w).unwrap_or_else(|e| e.into_inner());
+        *woken = false;
+    }
+}
+
+/// Stops the background threads; once stopped, stays so.
+#[derive(Default)]
+pub(crate) struct StopSignal {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl StopSignal {
+    pub(crate) fn stop(&self) {
+        *lock(&self.stopped) = true;
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
+    /// Waits until stopped or `timeout` passes; whether stopped. (The flag
+    /// is looked at before the wait: a stop that came before it must not
+    /// cost a whole interval.)
+    pub(crate) fn wait(&self, timeout: Duration) -> bool {
+        let stopped = lock(&self.stopped);
+        let (stopped, _) = self.cv.wait_timeout_while(stopped, timeout, |s| !*s).unwrap_or_else(|e| e.into_inner());
+        *stopped
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        // A volume dropped without `close`: its threads wait on these.
+        self.stop.stop();
+        self.work.wake();
+    }
+}
+
 /// A mounted (or otherwise opened) store.
 pub struct Volume {
     pub(crate) dir: StoreDir,
@@ -162,9 +218,9 @@ pub struct Volume {
     /// pages of it.
     invalidator: RwLock<Option<Invalidator>>,
     /// Stops the background threads.
-    stop: (Mutex<bool>, Condvar),
+    stop: Arc<StopSignal>,
     /// Wakes the re-encoding worker.
-    work: (Mutex<bool>, Condvar),
+    pub(crate) work: Arc<WorkSignal>,
     /// When the last content was committed (ns): background work waits
     /// for quiet.
     pub(crate) last_commit: std::sync::atomic::AtomicI64,
@@ -259,8 +315,8 @@ impl Volume {
             group: GroupCommit::default(),
             stats: Arc::new(Stats::default()),
             invalidator: RwLock::new(None),
-            stop: (Mutex::new(false), Condvar::new()),
-            work: (Mutex::new(false), Condvar::new()),
+            stop: Arc::default(),
+            work: Arc::default(),
             last_commit: std::sync::atomic::AtomicI64::new(0),
             threads: Mutex::new(Vec::new()),
             recompressor: Mutex::new(None),
@@ -843,21 +899,15 @@ impl Volume {
 
     /// Whether the volume is closing (background work stops).
     pub(crate) fn stopping(&self) -> bool {
-        *lock(&self.stop.0)
+        self.stop.stopped()
     }
 
     /// Wakes the re-encoding worker (new content is queued).
     pub(crate) fn work_queued(&self) {
-        *lock(&self.work.0) = true;
-        self.work.1.notify_all();
+        self.work.wake();
     }
 
     /// Waits until work is queued, the volume closes, or `timeout` passes.
-    pub(crate) fn wait_for_work(&self, timeout: Duration) {
-        let queued = lock(&self.work.0);
-        let (mut queued, _) = self.work.1.wait_timeout_while(queued, timeout, |q| !*q && !self.stopping()).unwrap_or_else(|e| e.into_inner());
-        *queued = false;
-    }
 
     // ------------------------------------------------------------ durability
 
@@ -918,18 +968,14 @@ impl Volume {
 
     fn start_commit_thread(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
+        let stop = Arc::clone(&self.stop);
         let thread = std::thread::Builder::new().name("at1-commit".into()).spawn(move || loop {
-            let Some(volume) = weak.upgrade() else { return };
-            {
-                let (stop, cv) = (&volume.stop.0, &volume.stop.1);
-                let stopped = lock(stop);
-                // The flag is looked at before the wait: a stop that came
-                // before it must not cost a whole interval.
-                let (stopped, _) = cv.wait_timeout_while(stopped, interval, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
-                if *stopped {
-                    return;
-                }
+            // Waits holding no reference to the volume: one dropped without
+            // `close` goes at once (its drop stops this wait).
+            if stop.wait(interval) {
+                return;
             }
+            let Some(volume) = weak.upgrade() else { return };
             if volume.group.dirty() {
                 if let Err(e) = volume.sync() {
                     log::error!("group commit: {e}");
@@ -960,9 +1006,8 @@ impl Volume {
     /// Ends the volume's work: commits of open files, a last sync, and the
     /// mark of a clean shutdown (so the next open has nothing to check).
     pub fn close(&self) -> VResult<()> {
-        *lock(&self.stop.0) = true;
-        self.stop.1.notify_all();
-        self.work.1.notify_all();
+        self.stop.stop();
+        self.work.wake();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
@@ -1083,6 +1128,34 @@ mod tests {
             let start = Instant::now();
             volume.close().unwrap();
             assert!(start.elapsed() < Duration::from_secs(20), "close took {:?}", start.elapsed());
+        }
+    }
+
+    /// The bug: the re-encoding worker held the volume while it waited for
+    /// work, so a volume dropped without `close` (an in-process user that
+    /// panicked, say) kept its store locked for seconds and its threads
+    /// piled up.
+    #[test]
+    fn a_volume_dropped_without_close_frees_its_store_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VolumeConfig::default();
+        assert!(cfg.fast_writes, "the worker runs");
+        for _ in 0..5 {
+            let volume = Volume::open(dir.path(), cfg.clone()).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // the worker is waiting
+            drop(volume);
+            let start = Instant::now();
+            let again = loop {
+                match Volume::open(dir.path(), cfg.clone()) {
+                    Ok(v) => break v,
+                    Err(e) if start.elapsed() < Duration::from_secs(1) => {
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("the store is still held a second after the drop: {e}"),
+                }
+            };
+            drop(again);
         }
     }
 }
