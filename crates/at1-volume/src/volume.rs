@@ -907,8 +907,6 @@ impl Volume {
         self.work.wake();
     }
 
-    /// Waits until work is queued, the volume closes, or `timeout` passes.
-
     // ------------------------------------------------------------ durability
 
     /// Makes every change committed so far durable (one round shared by
