@@ -236,7 +236,7 @@ impl Mounted {
                         let _ = child.kill();
                         let _ = child.wait();
                         force_unmount(&self.mnt);
-                        panic!("the daemon did not exit after unmount:\n{}", self.log_text());
+                        panic!("the daemon did not exit after unmount (fusermount3 -u ok={ok}):\n{}", self.log_text());
                     }
                     _ => std::thread::sleep(Duration::from_millis(20)),
                 }
