@@ -164,16 +164,21 @@ impl Volume {
         state
     }
 
-    pub fn open_file(&self, ino: Ino, flags: OpenFlags) -> VResult<Arc<OpenFile>> {
+    /// Inode `ino`, if it is a regular file (EISDIR, EINVAL otherwise).
+    fn regular_file(&self, ino: Ino) -> VResult<Inode> {
         let inode = {
             let r = self.meta.read()?;
             Self::inode_in(&*r, ino)?
         };
         match inode.kind {
-            Kind::File => {}
-            Kind::Dir => return Err(errno(libc::EISDIR)),
-            _ => return Err(errno(libc::EINVAL)),
+            Kind::File => Ok(inode),
+            Kind::Dir => Err(errno(libc::EISDIR)),
+            _ => Err(errno(libc::EINVAL)),
         }
+    }
+
+    pub fn open_file(&self, ino: Ino, flags: OpenFlags) -> VResult<Arc<OpenFile>> {
+        let inode = self.regular_file(ino)?;
         if flags.write || flags.truncate {
             self.writable()?;
         }
@@ -475,15 +480,7 @@ impl Volume {
     /// (committed at close); otherwise committed at once.
     pub(crate) fn truncate(&self, ino: Ino, size: u64) -> VResult<()> {
         self.writable()?;
-        let inode = {
-            let r = self.meta.read()?;
-            Self::inode_in(&*r, ino)?
-        };
-        match inode.kind {
-            Kind::File => {}
-            Kind::Dir => return Err(errno(libc::EISDIR)),
-            _ => return Err(errno(libc::EINVAL)),
-        }
+        let inode = self.regular_file(ino)?;
         let state = lock(&self.files).get(&ino).cloned();
         if let Some(state) = &state {
             let mut w = lock(&state.writers);
