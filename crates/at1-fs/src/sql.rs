@@ -152,9 +152,26 @@ impl ResultBuffer {
 pub struct SessionKey {
     sid: i32,
     uid: u32,
-    /// Start time of the session's leader (clock ticks since boot), 0 when
-    /// the leader has exited — then no later leader can match it.
-    leader_start: u64,
+    /// Which process leads the session: 0 when the leader has exited —
+    /// then no later leader can match it.
+    leader_start: LeaderId,
+}
+
+/// A process, told apart from any later one given the same pid: its start
+/// time (clock ticks since boot) and its pidfs inode number (unique for the
+/// whole boot, 0 where the kernel has no pidfs). The start time alone is
+/// 10 ms coarse: a pid handed out again within one tick (ns_last_pid does
+/// that at once) would match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct LeaderId {
+    start: u64,
+    pidfs_ino: u64,
+}
+
+impl LeaderId {
+    fn is_known(&self) -> bool {
+        self.start > 0
+    }
 }
 
 impl SessionKey {
@@ -168,17 +185,32 @@ impl SessionKey {
     }
 }
 
-/// The start time of process `sid` if it is the leader of session `sid`.
-fn leader_start(sid: i32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{sid}/stat")) else { return 0 };
+/// Which process `sid` is, if it is the leader of session `sid`.
+fn leader_start(sid: i32) -> LeaderId {
+    let pidfs_ino = pidfs_ino(sid);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{sid}/stat")) else { return LeaderId::default() };
     // After the command name (which may hold spaces and parentheses):
     // state is field 3, session field 6, start time field 22.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return LeaderId::default() };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     match (fields.get(3).and_then(|s| s.parse::<i32>().ok()), fields.get(19).and_then(|s| s.parse::<u64>().ok())) {
-        (Some(session), Some(start)) if session == sid => start,
-        _ => 0,
+        (Some(session), Some(start)) if session == sid => LeaderId { start, pidfs_ino },
+        _ => LeaderId::default(),
     }
+}
+
+/// The pidfs inode number of process `pid` (0 if none): taken before the
+/// stat is read, so a pid reused in between gives a pair that matches no
+/// one.
+fn pidfs_ino(pid: i32) -> u64 {
+    // SAFETY: pidfd_open takes a pid and flags; the descriptor is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: a descriptor just opened and owned here only.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    std::fs::File::from(fd).metadata().map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0)
 }
 
 /// One query's result as it comes: a reader that arrives while the query
@@ -492,20 +524,21 @@ mod tests {
         let sessions = Sessions::default();
         // SAFETY: getsid of the calling process.
         let sid = unsafe { libc::getsid(0) };
-        let mine = SessionKey { sid, uid: 0, leader_start: 7 };
+        let mine = SessionKey { sid, uid: 0, leader_start: LeaderId { start: 7, pidfs_ino: 70 } };
         sessions.put(mine, ResultSlot::running());
         assert!(sessions.get(mine).is_some());
         assert!(sessions.get(SessionKey { uid: 1000, ..mine }).is_none(), "another user of the same session");
-        assert!(sessions.get(SessionKey { leader_start: 8, ..mine }).is_none(), "a new session with a reused id");
+        assert!(sessions.get(SessionKey { leader_start: LeaderId { start: 8, pidfs_ino: 70 }, ..mine }).is_none(), "a new session with a reused id");
+        assert!(sessions.get(SessionKey { leader_start: LeaderId { start: 7, pidfs_ino: 71 }, ..mine }).is_none(), "the same tick, another process");
     }
 
     #[test]
     fn the_leader_start_time_is_read_for_a_leader_only() {
         // SAFETY: plain queries about this process.
         let (pid, sid) = unsafe { (libc::getpid(), libc::getsid(0)) };
-        assert!(leader_start(sid) > 0 || std::fs::metadata(format!("/proc/{sid}")).is_err());
+        assert!(leader_start(sid).is_known() || std::fs::metadata(format!("/proc/{sid}")).is_err());
         if pid != sid {
-            assert_eq!(leader_start(pid), 0, "not a session leader");
+            assert!(!leader_start(pid).is_known(), "not a session leader");
         }
     }
 }
