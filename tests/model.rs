@@ -872,6 +872,46 @@ mod inprocess {
 
     /// Choosing paths: what exists in the reference now.
     impl Reference {
+        // -------- what the reference says (compared with the volume's and the mount's answers)
+
+        fn view(&self, n: usize) -> AttrView {
+            let node = self.node(n);
+            let dotdot = (node.kind == NodeKind::Dir).then_some(node.parent);
+            AttrView { node: n, dotdot, kind: node.kind, size: self.size(n), nlink: self.nlink(n), perm: node.perm, uid: node.uid, gid: node.gid }
+        }
+
+        fn check(&self, path: &[u8]) -> V<Out> {
+            let n = self.at(path)?;
+            let attr = self.view(n);
+            let node = self.node(n);
+            if node.kind != NodeKind::File {
+                return Ok(Out::Attr(attr));
+            }
+            Ok(Out::File {
+                attr,
+                content: node.content.clone(),
+                original_bytes: node.content.len().to_string().into_bytes(),
+                sha256: sha256_hex(&node.content),
+            })
+        }
+
+        fn readdir_out(&self, dir: &[u8]) -> V<Out> {
+            let d = self.dir_at(dir)?;
+            let entries = &self.node(d).entries;
+            Ok(Out::Names(entries.iter().map(|(name, &n)| (name.clone(), n, self.node(n).kind)).collect()))
+        }
+
+        fn xattrs_out(&self, path: &[u8]) -> V<Out> {
+            let n = self.at(path)?;
+            let node = self.node(n);
+            let mut names: Vec<Vec<u8>> = node.xattrs.keys().cloned().collect();
+            if node.kind == NodeKind::File {
+                names.extend(at1::volume::xattr::VIRTUAL_NAMES.iter().map(|v| format!("user.at1.{v}").into_bytes()));
+            }
+            names.sort();
+            Ok(Out::Xattrs(names))
+        }
+
         /// Paths that exist (the root aside), and directories (the root
         /// included), in the reference now.
         fn existing(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
@@ -1056,47 +1096,6 @@ mod inprocess {
             Ok(Out::Xattrs(names))
         }
 
-        // -------- the reference's side
-
-        fn r_view(&self, n: usize) -> AttrView {
-            let r = &self.reference;
-            let node = r.node(n);
-            let dotdot = (node.kind == NodeKind::Dir).then_some(node.parent);
-            AttrView { node: n, dotdot, kind: node.kind, size: r.size(n), nlink: r.nlink(n), perm: node.perm, uid: node.uid, gid: node.gid }
-        }
-
-        fn r_check(&self, path: &[u8]) -> V<Out> {
-            let n = self.reference.at(path)?;
-            let attr = self.r_view(n);
-            let node = self.reference.node(n);
-            if node.kind != NodeKind::File {
-                return Ok(Out::Attr(attr));
-            }
-            Ok(Out::File {
-                attr,
-                content: node.content.clone(),
-                original_bytes: node.content.len().to_string().into_bytes(),
-                sha256: sha256_hex(&node.content),
-            })
-        }
-
-        fn r_readdir(&self, dir: &[u8]) -> V<Out> {
-            let d = self.reference.dir_at(dir)?;
-            let entries = &self.reference.node(d).entries;
-            Ok(Out::Names(entries.iter().map(|(name, &n)| (name.clone(), n, self.reference.node(n).kind)).collect()))
-        }
-
-        fn r_xattrs(&self, path: &[u8]) -> V<Out> {
-            let n = self.reference.at(path)?;
-            let node = self.reference.node(n);
-            let mut names: Vec<Vec<u8>> = node.xattrs.keys().cloned().collect();
-            if node.kind == NodeKind::File {
-                names.extend(at1::volume::xattr::VIRTUAL_NAMES.iter().map(|v| format!("user.at1.{v}").into_bytes()));
-            }
-            names.sort();
-            Ok(Out::Xattrs(names))
-        }
-
         // -------- both
 
         /// Releases the handle in `slot`, if any, on both sides.
@@ -1200,7 +1199,7 @@ mod inprocess {
                 }
                 Op::Fstat(slot) => {
                     let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
-                    (Ok(Out::Attr(self.r_view(h.node))), v(self.volume.getattr(h.file.ino)).map(|a| Out::Attr(self.v_view(&a))))
+                    (Ok(Out::Attr(self.reference.view(h.node))), v(self.volume.getattr(h.file.ino)).map(|a| Out::Attr(self.v_view(&a))))
                 }
                 Op::Flush(slot) | Op::Fsync(slot) => {
                     let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
@@ -1260,9 +1259,9 @@ mod inprocess {
                     let r = self.reference.at(path).and_then(|n| self.reference.node(n).xattrs.get(name).cloned().map(Out::Bytes).ok_or(libc::ENODATA));
                     (r, self.v_at(path).and_then(|a| v(self.volume.getxattr(a.ino, name))).map(Out::Bytes))
                 }
-                Op::ListXattr(path) => (self.r_xattrs(path), self.v_xattrs(path)),
-                Op::Check(path) => (self.r_check(path), self.v_check(path)),
-                Op::Readdir(dir) => (self.r_readdir(dir), self.v_readdir(dir)),
+                Op::ListXattr(path) => (self.reference.xattrs_out(path), self.v_xattrs(path)),
+                Op::Check(path) => (self.reference.check(path), self.v_check(path)),
+                Op::Readdir(dir) => (self.reference.readdir_out(dir), self.v_readdir(dir)),
             }
         }
 
@@ -1308,14 +1307,14 @@ mod inprocess {
         fn compare_trees(&self, when: &str) -> Result<(), TestCaseError> {
             let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
             while let Some(dir) = dirs.pop() {
-                let (r, got) = (self.r_readdir(&dir), self.v_readdir(&dir));
+                let (r, got) = (self.reference.readdir_out(&dir), self.v_readdir(&dir));
                 prop_assert_eq!(&r, &got, "{}: entries of {:?}", when, dir);
                 let Ok(Out::Names(entries)) = r else { continue };
                 for (name, n, kind) in entries {
                     let i = NAMES.iter().position(|x| x.as_bytes() == name).expect("a model name") as u8;
                     let path = [dir.clone(), vec![i]].concat();
-                    prop_assert_eq!(self.r_check(&path), self.v_check(&path), "{}: {:?}", when, path);
-                    prop_assert_eq!(self.r_xattrs(&path), self.v_xattrs(&path), "{}: xattrs of {:?}", when, path);
+                    prop_assert_eq!(self.reference.check(&path), self.v_check(&path), "{}: {:?}", when, path);
+                    prop_assert_eq!(self.reference.xattrs_out(&path), self.v_xattrs(&path), "{}: xattrs of {:?}", when, path);
                     for (xname, value) in &self.reference.node(n).xattrs {
                         let ino = self.v_at(&path).map_err(|e| TestCaseError::fail(format!("{path:?}: {e}")))?.ino;
                         prop_assert_eq!(Ok(value.clone()), v(self.volume.getxattr(ino, xname)), "{}: xattr of {:?}", when, path);
@@ -1584,45 +1583,6 @@ mod inprocess {
                 Ok(Out::Xattrs(names))
             }
 
-            fn r_view(&self, n: usize) -> AttrView {
-                let r = &self.reference;
-                let node = r.node(n);
-                let dotdot = (node.kind == NodeKind::Dir).then_some(node.parent);
-                AttrView { node: n, dotdot, kind: node.kind, size: r.size(n), nlink: r.nlink(n), perm: node.perm, uid: node.uid, gid: node.gid }
-            }
-
-            fn r_check(&self, path: &[u8]) -> V<Out> {
-                let n = self.reference.at(path)?;
-                let attr = self.r_view(n);
-                let node = self.reference.node(n);
-                if node.kind != NodeKind::File {
-                    return Ok(Out::Attr(attr));
-                }
-                Ok(Out::File {
-                    attr,
-                    content: node.content.clone(),
-                    original_bytes: node.content.len().to_string().into_bytes(),
-                    sha256: sha256_hex(&node.content),
-                })
-            }
-
-            fn r_readdir(&self, dir: &[u8]) -> V<Out> {
-                let d = self.reference.dir_at(dir)?;
-                let entries = &self.reference.node(d).entries;
-                Ok(Out::Names(entries.iter().map(|(name, &n)| (name.clone(), n, self.reference.node(n).kind)).collect()))
-            }
-
-            fn r_xattrs(&self, path: &[u8]) -> V<Out> {
-                let n = self.reference.at(path)?;
-                let node = self.reference.node(n);
-                let mut names: Vec<Vec<u8>> = node.xattrs.keys().cloned().collect();
-                if node.kind == NodeKind::File {
-                    names.extend(at1::volume::xattr::VIRTUAL_NAMES.iter().map(|v| format!("user.at1.{v}").into_bytes()));
-                }
-                names.sort();
-                Ok(Out::Xattrs(names))
-            }
-
             /// Whether `p` is there and not a regular file or directory
             /// (a symlink or a FIFO).
             fn is_special(&self, p: &[u8]) -> bool {
@@ -1786,7 +1746,7 @@ mod inprocess {
                     }
                     Op::Fstat(slot) => {
                         let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
-                        (Ok(Out::Attr(self.r_view(h.node))), io(h.file.metadata()).map(|m| Out::Attr(self.view(&m, None))))
+                        (Ok(Out::Attr(self.reference.view(h.node))), io(h.file.metadata()).map(|m| Out::Attr(self.view(&m, None))))
                     }
                     Op::Flush(slot) | Op::Fsync(slot) => {
                         let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
@@ -1884,9 +1844,9 @@ mod inprocess {
                         let r = self.reference.at(path).and_then(|n| self.reference.node(n).xattrs.get(name).cloned().map(Out::Bytes).ok_or(libc::ENODATA));
                         (r, lgetxattr(&self.path(path), name).map(Out::Bytes))
                     }
-                    Op::ListXattr(path) => (self.r_xattrs(path), self.m_xattrs(path)),
-                    Op::Check(path) => (self.r_check(path), self.m_check(path)),
-                    Op::Readdir(dir) => (self.r_readdir(dir), self.m_readdir(dir)),
+                    Op::ListXattr(path) => (self.reference.xattrs_out(path), self.m_xattrs(path)),
+                    Op::Check(path) => (self.reference.check(path), self.m_check(path)),
+                    Op::Readdir(dir) => (self.reference.readdir_out(dir), self.m_readdir(dir)),
                 }
             }
 
@@ -1930,14 +1890,14 @@ mod inprocess {
             fn compare_trees(&self, when: &str) -> Result<(), TestCaseError> {
                 let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
                 while let Some(dir) = dirs.pop() {
-                    let (r, got) = (self.r_readdir(&dir), self.m_readdir(&dir));
+                    let (r, got) = (self.reference.readdir_out(&dir), self.m_readdir(&dir));
                     prop_assert_eq!(&r, &got, "{}: entries of {:?}", when, dir);
                     let Ok(Out::Names(entries)) = r else { continue };
                     for (name, n, kind) in entries {
                         let i = NAMES.iter().position(|x| x.as_bytes() == name).expect("a model name") as u8;
                         let path = [dir.clone(), vec![i]].concat();
-                        prop_assert_eq!(self.r_check(&path), self.m_check(&path), "{}: {:?}", when, path);
-                        prop_assert_eq!(self.r_xattrs(&path), self.m_xattrs(&path), "{}: xattrs of {:?}", when, path);
+                        prop_assert_eq!(self.reference.check(&path), self.m_check(&path), "{}: {:?}", when, path);
+                        prop_assert_eq!(self.reference.xattrs_out(&path), self.m_xattrs(&path), "{}: xattrs of {:?}", when, path);
                         for (xname, value) in &self.reference.node(n).xattrs {
                             prop_assert_eq!(Ok(value.clone()), lgetxattr(&self.path(&path), xname), "{}: xattr of {:?}", when, path);
                         }
