@@ -168,6 +168,7 @@ struct LeaderId {
     pidfs_ino: u64,
 }
 
+#[cfg(test)]
 impl LeaderId {
     fn is_known(&self) -> bool {
         self.start > 0
