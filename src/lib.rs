@@ -1,25 +1,21 @@
 //! at1fs: every file a verified, queryable, compressed `.at1` object.
 //!
-//! Layers, bottom up (see docs/ARCHITECTURE.md):
-//! - [`value`]: typed field values and their canonical texts;
-//! - [`access`]: callers' credentials and the one permission check;
-//! - [`format`]: the `.at1` byte layout (docs/FORMAT.md);
-//! - [`codec`]: original bytes to block payloads and back;
-//! - [`gate`]: the one verified write path: encode, decode-check, SHA-256,
-//!   atomic commit;
-//! - [`reader`]: the one read path: byte ranges, columns, point/range/
-//!   aggregate lookups, with a block cache and recall-cost accounting;
-//! - [`store`]: the backing directory of a mount and its layout;
-//! - [`fs`]: the FUSE filesystem over store, gate and reader;
-//! - [`stats`]: counters shown by the mount's `.at1/stats`.
+//! The work is done in the workspace's crates, which follow the data
+//! (docs/ARCHITECTURE.md); this facade gives the `at1` command and the
+//! integration tests one set of names for them:
+//!
+//! - `at1-format` ([`value`], [`format`], [`codec`]): the object format
+//!   and codecs, no I/O;
+//! - `at1-core` ([`gate`], [`reader`], [`source`]): the one write path and
+//!   the one read path;
+//! - `at1-store` ([`store`]): the metadata engine and the object store;
+//! - `at1-volume` ([`volume`]): namespace, commits, journal, recovery;
+//! - `at1-query` ([`query`]): SQL;
+//! - `at1-fs` ([`fs`]): the FUSE adapter.
 
-pub mod access;
-pub mod codec;
-pub mod format;
-pub mod fs;
-pub mod gate;
-pub mod query;
-pub mod reader;
-pub mod stats;
-pub mod store;
-pub mod value;
+pub use at1_core::{gate, reader, source};
+pub use at1_format::{codec, format, value};
+pub use at1_fs as fs;
+pub use at1_query as query;
+pub use at1_store as store;
+pub use at1_volume as volume;

@@ -6,7 +6,7 @@
 //! | 0 | success |
 //! | 1 | error (I/O, bad input, corrupt or non-.at1 file) |
 //! | 2 | usage error (from clap, or a bad option value) |
-//! | 3 | verification failed: the gate rejected an encoding, or `verify` found a bad object |
+//! | 3 | verification failed: the gate rejected an encoding, `verify` found a bad object, or `upgrade` found an old object bad or its copy different |
 //!
 //! A closed output pipe (`at1 cat x.at1 | head`) is not an error to report:
 //! the process ends quietly, killed by SIGPIPE as `cat` and `zstd` are.
@@ -21,7 +21,12 @@ use at1::gate::GateError;
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_))) || cause.downcast_ref::<cli::VerifyFailed>().is_some() {
+        let upgrade_refused = cause.downcast_ref::<at1::volume::upgrade::UpgradeError>().is_some_and(|e| e.is_verification_failure());
+        if matches!(cause.downcast_ref::<GateError>(), Some(GateError::Rejected(_)))
+            || cause.downcast_ref::<cli::VerifyFailed>().is_some()
+            || cause.downcast_ref::<cli::DamageFound>().is_some()
+            || upgrade_refused
+        {
             return 3;
         }
         if cause.downcast_ref::<cli::UsageError>().is_some() {

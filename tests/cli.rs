@@ -495,8 +495,8 @@ fn verify_of_a_directory_checks_every_object_and_reports_each() {
     let out = String::from_utf8_lossy(&r.stdout).into_owned();
     assert_eq!(r.status.code(), Some(0), "{out}{}", stderr(&r));
     assert_eq!(out.lines().count(), 2, "one line per object: {out}");
-    assert!(out.contains(&format!("{}: OK", tree.join("a.csv").display())), "under the mount's name: {out}");
-    assert!(out.contains(&format!("{}: OK", tree.join("sub/b.csv").display())), "{out}");
+    assert!(out.contains(&format!("{}: OK", tree.join("a.csv.at1").display())), "under its own path: {out}");
+    assert!(out.contains(&format!("{}: OK", tree.join("sub/b.csv.at1").display())), "{out}");
 
     let mut bytes = std::fs::read(tree.join("sub/b.csv.at1")).unwrap();
     let mid = bytes.len() / 3;
@@ -505,7 +505,7 @@ fn verify_of_a_directory_checks_every_object_and_reports_each() {
     let r = at1(&["verify", s(&tree)]);
     let out = String::from_utf8_lossy(&r.stdout).into_owned();
     assert_eq!(r.status.code(), Some(3), "{out}");
-    assert!(out.contains(&format!("{}: FAILED", tree.join("sub/b.csv").display())), "{out}");
+    assert!(out.contains(&format!("{}: FAILED", tree.join("sub/b.csv.at1").display())), "{out}");
     let r = at1(&["verify", "-q", s(&tree)]);
     assert_eq!(String::from_utf8_lossy(&r.stdout).lines().count(), 1, "-q prints the failure only");
 
@@ -531,7 +531,7 @@ fn verify_of_a_directory_checks_every_object_and_reports_each() {
     ));
     let (code, out, err) = common::sh(&format!("setpriv --reuid {uid} --regid {gid} --clear-groups '{}' verify '{}'", at1_bin().display(), good.display()));
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("a: OK"), "the readable object is checked: {out}");
+    assert!(out.contains("a.at1: OK"), "the readable object is checked: {out}");
     assert!(err.contains("locked: Permission denied"), "{err}");
 }
 

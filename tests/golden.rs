@@ -212,7 +212,7 @@ fn the_format_example_is_the_documented_object() {
     let raw = Object::from_vec(std::fs::read(fixtures_dir().join("format-example-raw.at1")).unwrap()).unwrap();
     let frame = &raw.footer().blocks[0];
     assert_eq!((frame.role, frame.backend), (BlockRole::Frame, Backend::Stored));
-    assert_eq!(raw.verified_block(0).unwrap().bytes(), b"1,x\n", "the row kept raw: 31 2C 78 0A");
+    assert_eq!(raw.read_block(0).unwrap().verify().unwrap().bytes(), b"1,x\n", "the row kept raw: 31 2C 78 0A");
 }
 
 // ---------------------------------------------------------------- writing

@@ -4,21 +4,19 @@
 
 mod common;
 
-use std::path::Path;
+use common::volume::TestVolume;
 
-use at1::access::Caller;
 use at1::gate::GateConfig;
-use at1::query::{self, Limits, OutputFormat, StoreSource};
+use at1::query::{self, Limits, OutputFormat};
 use common::mount::Mounted;
 use common::*;
 use rusqlite::types::ValueRef;
 use serde_json::Value;
 
 /// Runs a query through the engine on a store directory; the JSON result.
-fn ours(root: &Path, sql: &str) -> Value {
+fn ours(v: &TestVolume, sql: &str) -> Value {
     let mut out = Vec::new();
-    query::execute(sql, &StoreSource::new(root, Caller::root()), None, OutputFormat::Json, &Limits::default(), &mut out)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    query::execute(sql, &v.source(), None, OutputFormat::Json, &Limits::default(), &mut out).unwrap_or_else(|e| panic!("{sql}: {e}"));
     serde_json::from_slice(&out).unwrap()
 }
 
@@ -74,7 +72,7 @@ fn assert_same_rows(sql: &str, mut a: Vec<Vec<Value>>, mut b: Vec<Vec<Value>>, o
 // ---------------------------------------------------------------- generated
 
 struct Generated {
-    dir: tempfile::TempDir,
+    vol: TestVolume,
     db: rusqlite::Connection,
 }
 
@@ -113,17 +111,16 @@ fn generated() -> Generated {
         ins.execute(rusqlite::params![id, a, b_real, s, t.map(at1::value::format_timestamp_iso), k]).unwrap();
     }
     drop(ins);
-    let dir = tempfile::tempdir().unwrap();
+    let vol = TestVolume::new();
     let cfg = GateConfig { row_group_bytes: 8 << 10, threads: 2, keep_queryable: true, ..GateConfig::default() };
-    at1::gate::compress_to_path(csv.as_bytes(), &dir.path().join("t.csv.at1"), &cfg, &|_| {}).unwrap();
-    Generated { dir, db }
+    vol.add("t.csv", csv.as_bytes(), &cfg);
+    Generated { vol, db }
 }
 
 #[test]
 fn every_supported_construct_matches_sqlite() {
     let g = generated();
-    let root = g.dir.path();
-    let object = at1::reader::Object::open(&root.join("t.csv.at1")).unwrap();
+    let object = at1::query::Source::open(&g.vol.source(), "t.csv").unwrap();
     assert!(object.table().unwrap().row_groups.len() > 20, "many row groups");
     // (query text, ordered?). `{t}` is the table: t.csv for us, t for SQLite.
     let cases: &[(&str, bool)] = &[
@@ -164,7 +161,7 @@ fn every_supported_construct_matches_sqlite() {
         ("SELECT id FROM {t} ORDER BY 1 DESC LIMIT 4", true),
     ];
     for (q, ordered) in cases {
-        let a = ours(root, &q.replace("{t}", "t.csv"));
+        let a = ours(&g.vol, &q.replace("{t}", "t.csv"));
         assert_eq!(a["row_count"].as_u64().unwrap() as usize, a["rows"].as_array().unwrap().len());
         let b = theirs(&g.db, &q.replace("{t}", "t"));
         assert_same_rows(q, rows(&a), b, *ordered);
@@ -174,7 +171,7 @@ fn every_supported_construct_matches_sqlite() {
 #[test]
 fn limit_without_order_returns_that_many_rows() {
     let g = generated();
-    let r = ours(g.dir.path(), "SELECT id FROM t.csv WHERE a > 0 LIMIT 10");
+    let r = ours(&g.vol, "SELECT id FROM t.csv WHERE a > 0 LIMIT 10");
     assert_eq!(r["row_count"], 10);
     // In file order, as both engines happen to return them.
     let b = theirs(&g.db, "SELECT id FROM t WHERE a > 0 LIMIT 10");
@@ -184,7 +181,7 @@ fn limit_without_order_returns_that_many_rows() {
 #[test]
 fn unsupported_and_bad_queries_get_clear_errors() {
     let g = generated();
-    let source = StoreSource::new(g.dir.path(), Caller::root());
+    let source = g.vol.source();
     for (q, want) in [
         ("SELECT * FROM t.csv a JOIN t.csv b ON a.id = b.id", "JOIN"),
         ("SELECT * FROM t.csv WHERE id IN (SELECT id FROM t.csv)", "subquery"),
@@ -205,9 +202,9 @@ fn unsupported_and_bad_queries_get_clear_errors() {
 #[test]
 fn aggregates_come_from_roll_ups_and_predicates_prune() {
     let g = generated();
-    let r = ours(g.dir.path(), "SELECT COUNT(*), SUM(a), MIN(a), MAX(a) FROM t.csv");
+    let r = ours(&g.vol, "SELECT COUNT(*), SUM(a), MIN(a), MAX(a) FROM t.csv");
     assert_eq!(r["stats"]["bytes_read"], 0, "no data block decoded: {r}");
-    let r = ours(g.dir.path(), "SELECT id FROM t.csv WHERE id BETWEEN 100 AND 120");
+    let r = ours(&g.vol, "SELECT id FROM t.csv WHERE id BETWEEN 100 AND 120");
     assert_eq!(r["row_count"], 21);
     let scanned = r["stats"]["row_groups_scanned"].as_u64().unwrap();
     assert!(scanned <= 2, "id follows file order: {scanned} row groups scanned");
@@ -219,7 +216,7 @@ fn aggregates_come_from_roll_ups_and_predicates_prune() {
 fn csv_format_and_quoted_paths() {
     let g = generated();
     let mut out = Vec::new();
-    let source = StoreSource::new(g.dir.path(), Caller::root());
+    let source = g.vol.source();
     query::execute(
         "SELECT id, s FROM \"t.csv\" WHERE id = 3 OR id = 11 ORDER BY id FORMAT CSV",
         &source,
@@ -240,12 +237,11 @@ fn csv_format_and_quoted_paths() {
 // ---------------------------------------------------------------- corpus
 
 /// A store holding one corpus CSV, and SQLite with the same rows.
-fn corpus_table(rel: &str, types: &[(&str, &str)]) -> Option<(tempfile::TempDir, rusqlite::Connection)> {
+fn corpus_table(rel: &str, types: &[(&str, &str)]) -> Option<(TestVolume, rusqlite::Connection)> {
     let src = corpus_dir().join(rel);
     let data = std::fs::read(&src).ok()?;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("csv")).unwrap();
-    at1::gate::compress_to_path(&data[..], &dir.path().join(format!("{rel}.at1")), &GateConfig::default(), &|_| {}).unwrap();
+    let vol = TestVolume::new();
+    vol.add(rel, &data, &GateConfig::default());
     let db = rusqlite::Connection::open_in_memory().unwrap();
     let cols: Vec<String> = types.iter().map(|(n, t)| format!("\"{n}\" {t}")).collect();
     db.execute_batch(&format!("CREATE TABLE t ({})", cols.join(", "))).unwrap();
@@ -273,7 +269,7 @@ fn corpus_table(rel: &str, types: &[(&str, &str)]) -> Option<(tempfile::TempDir,
         }
     }
     tx.commit().unwrap();
-    Some((dir, db))
+    Some((vol, db))
 }
 
 /// Minimal RFC 4180 reader for test data (header skipped).
@@ -332,8 +328,8 @@ const FLIGHTS: &[(&str, &str)] = &[
 
 #[test]
 fn reference_queries_on_flights_give_the_documented_results() {
-    let Some((dir, db)) = corpus_table("csv/flights.csv", FLIGHTS) else { return };
-    let root = dir.path();
+    let Some((vol, db)) = corpus_table("csv/flights.csv", FLIGHTS) else { return };
+    let root = &vol;
     // QUERIES.md, F1..F10: (query, expected row count, expected first row).
     let f = "csv/flights.csv";
     let cases: Vec<(String, usize, Option<Value>)> = vec![
@@ -390,7 +386,7 @@ fn weather_queries_match_sqlite() {
         ("visib", "REAL"),
         ("time_hour", "TEXT"),
     ];
-    let Some((dir, db)) = corpus_table("csv/weather.csv", types) else { return };
+    let Some((vol, db)) = corpus_table("csv/weather.csv", types) else { return };
     for (q, ordered) in [
         ("SELECT origin, COUNT(*), AVG(temp), MIN(pressure), MAX(wind_gust), SUM(precip) FROM {t} GROUP BY origin", false),
         ("SELECT * FROM {t} WHERE temp > 99 AND humid < 30", false),
@@ -398,7 +394,7 @@ fn weather_queries_match_sqlite() {
         ("SELECT month, AVG(visib) AS v FROM {t} WHERE origin = 'JFK' GROUP BY month ORDER BY v DESC, month", true),
         ("SELECT origin, time_hour, wind_speed FROM {t} ORDER BY wind_speed DESC NULLS LAST, time_hour, origin LIMIT 10", true),
     ] {
-        let a = ours(dir.path(), &q.replace("{t}", "csv/weather.csv"));
+        let a = ours(&vol, &q.replace("{t}", "csv/weather.csv"));
         assert_same_rows(q, rows(&a), theirs(&db, &q.replace("{t}", "t")), ordered);
     }
 }

@@ -418,13 +418,16 @@ fn exercise(bytes: Vec<u8>) {
     let a = names[0].clone();
     let b = names.get(1).cloned().unwrap_or_else(|| a.clone());
     let source = Memory(object.clone());
+    // The daemon's bounds, tighter: a forged object must not make a query
+    // run away either.
+    let limits = query::Limits { memory: 64 << 20, timeout: Some(std::time::Duration::from_secs(10)), spill_dir: None };
     for sql in [
         "SELECT * FROM t LIMIT 50".to_string(),
         format!("SELECT {a}, COUNT(*), SUM({b}), MIN({b}), MAX({b}), AVG({b}) FROM t GROUP BY {a} ORDER BY 2 DESC LIMIT 5"),
         format!("SELECT {b} FROM t WHERE {a} > 5 AND {b} IS NOT NULL ORDER BY {b} LIMIT 5"),
         format!("SELECT COUNT({a}), SUM({a}), MIN({a}), MAX({a}) FROM t"),
     ] {
-        let _ = query::execute(&sql, &source, None, OutputFormat::Json, &mut std::io::sink());
+        let _ = query::execute(&sql, &source, None, OutputFormat::Json, &limits, &mut std::io::sink());
     }
 }
 

@@ -13,7 +13,9 @@ use anyhow::{bail, Context, Result};
 use at1::format::CodecChoice;
 use at1::gate::{self, CommitReport, GateError};
 use at1::reader::{AccessCost, ReadError, Reader};
-use at1::store::OBJECT_SUFFIX;
+
+/// The suffix of an `.at1` object's file name.
+pub const OBJECT_SUFFIX: &str = ".at1";
 
 use super::output::{self, Destination};
 use super::{is_dash, open_object, progress_bar, ratio, BackendArgs, LayoutArgs};

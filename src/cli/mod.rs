@@ -2,6 +2,7 @@
 //! its own — every command calls the gate, the reader, the store or the
 //! query engine.
 
+mod admin;
 pub mod args;
 mod files;
 mod inspect;
@@ -9,6 +10,7 @@ mod mount;
 mod output;
 mod recall;
 mod sql;
+mod store;
 mod verify;
 
 use std::io::{self, IsTerminal, Read};
@@ -23,6 +25,7 @@ use at1::format::Backend;
 use at1::gate::GateConfig;
 use at1::reader::Object;
 
+pub use admin::DamageFound;
 pub use verify::VerifyFailed;
 
 /// The exit codes, shown under every `--help`.
@@ -69,6 +72,13 @@ pub enum Command {
     /// Check objects: every block checksum, every byte decoded, the SHA-256.
     #[command(after_help = verify::AFTER_HELP)]
     Verify(verify::VerifyArgs),
+    /// Print a store's journal: every committed change, hash-chained.
+    #[command(after_help = admin::LOG_AFTER_HELP)]
+    Log(admin::LogArgs),
+    /// Check a store's namespace, contents, objects and journal; --repair
+    /// fixes what can be proved (the store must not be mounted).
+    #[command(after_help = admin::FSCK_AFTER_HELP)]
+    Fsck(admin::FsckArgs),
     /// Show codec, sizes, ratio, blocks, row groups, columns and zone maps.
     #[command(after_help = EXIT_STATUS)]
     Inspect {
@@ -105,6 +115,28 @@ pub enum Command {
         /// Output format when the query has no FORMAT clause.
         #[arg(long, value_enum, default_value_t = sql::FormatArg::Json)]
         format: sql::FormatArg,
+    },
+    /// Bring a verified .at1 object into a store as a file, not re-encoded
+    /// (the store must not be mounted).
+    #[command(after_help = EXIT_STATUS)]
+    Import {
+        /// The store (laid out if it is a new empty directory).
+        store: PathBuf,
+        /// The .at1 object (made by `at1 compress`); it is kept.
+        object: PathBuf,
+        /// The file's path in the store, relative to its root; its
+        /// directory must exist.
+        path: String,
+        /// The file's permission bits, in octal.
+        #[arg(long, default_value = "644", value_name = "OCTAL")]
+        mode: String,
+    },
+    /// Convert a store made by an earlier at1 (layout 1) in place, proving
+    /// every file identical first (the store must not be mounted).
+    #[command(after_help = store::UPGRADE_AFTER_HELP)]
+    Upgrade {
+        /// The store directory (the source given to `at1 mount`).
+        store: PathBuf,
     },
     /// Bytes at rest and bytes materialized per access shape, beside
     /// whole-file xz.
@@ -214,10 +246,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Decompress(args) => files::decompress(&args),
         Command::Cat { file, range } => files::cat(&file, range.as_deref()),
         Command::Verify(args) => verify::run(&args),
+        Command::Log(args) => admin::log(&args),
+        Command::Fsck(args) => admin::fsck(&args),
         Command::Inspect { file, json, row_groups } => inspect::run(&open_object(&file)?, json, row_groups).with_context(|| format!("{}", file.display())),
         Command::RecallCost { file, json, xz_level } => recall::run(&file, json, xz_level),
         Command::Mount(args) => mount::mount(&args),
         Command::Sql { root, query, format } => sql::run(&root, &query, format),
+        Command::Import { store, object, path, mode } => {
+            let mode = u32::from_str_radix(&mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| UsageError(format!("--mode {mode}: not an octal mode (0 to 7777)")))?;
+            store::import(&store, &object, &path, mode)
+        }
+        Command::Upgrade { store } => store::upgrade(&store),
         Command::Unmount { mountpoint, timeout } => mount::unmount(&mountpoint, std::time::Duration::from_secs(timeout)),
     }
 }

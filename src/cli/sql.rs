@@ -4,8 +4,10 @@
 //! - A mount point: the query goes through the mount's own `.at1/sql`, so
 //!   the daemon runs it with this process's rights, as it would for `echo
 //!   ... > .at1/sql`.
-//! - A store directory: the query runs here, resolving its table inside the
-//!   store with this process's rights (uid, groups), as the mount would.
+//! - A store directory: the query runs here, beside any daemon serving the
+//!   store, resolving its table in the volume with this process's rights
+//!   (uid, groups), as the mount would; reading the store at all needs the
+//!   rights of its owner.
 //! - A file (an `.at1` object or a CSV): the query's FROM must name it.
 
 use std::io::{Read, Seek, Write};
@@ -16,11 +18,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use at1::access::Caller;
 use at1::query::pool::QUERY_STACK;
-use at1::query::{self, FileSource, Limits, OutputFormat, QueryError, Source, StoreSource};
+use at1::query::{self, FileSource, Limits, OutputFormat, QueryError, Source, VolumeSource};
 use at1::reader::Object;
-use at1::store::OBJECT_SUFFIX;
+use at1::volume::access::Caller;
+use at1::volume::Volume;
+
+use super::files::OBJECT_SUFFIX;
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum FormatArg {
@@ -85,7 +89,8 @@ fn run_here(root: &Path, sql: &str, format: OutputFormat) -> Result<()> {
         return through_mount(root, sql, format);
     }
     let source: Box<dyn Source> = if meta.is_dir() {
-        Box::new(StoreSource { root: root.to_path_buf(), caller: Caller::current_process(), scratch: None })
+        let volume = Volume::open_read_only(root).map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+        Box::new(VolumeSource { volume, caller: Caller::current_process() })
     } else {
         Box::new(OneFile { given: root.to_path_buf(), file: FileSource { path: root.to_path_buf() } })
     };

@@ -1,12 +1,11 @@
-//! `at1 verify`: objects, and every object of a store.
+//! `at1 verify`: objects, a store, or every object in a directory.
 //!
-//! A directory is walked as the mount would show it: the object of each
-//! managed file (`.at1/objects/<id>.at1`, reported under the file's name,
-//! once however many hard links it has), each `.at1` object dropped into the
-//! tree (under its logical name), and objects no file names any more
-//! (reported under their own path).
+//! A store (or an at1fs mount point, standing for its store) is checked
+//! through its volume: the journal's hash chain from genesis, and every
+//! file's content — its object present, decoding block by block to the
+//! recorded SHA-256 — reported under the file's path. Any other directory
+//! is walked for `.at1` files.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,14 +14,16 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 
 use at1::reader::{self, Object, ReadError};
-use at1::store::{self, RegularKind, OBJECT_SUFFIX, WORK_DIR};
+use at1::volume::{check, layout, Volume};
+
+use super::files::OBJECT_SUFFIX;
 
 pub const AFTER_HELP: &str = "\
-A PATH that is a directory is a store: every object in it is checked, the
-objects of its files (STORE/.at1/objects) and .at1 objects dropped into its
-tree, each reported under the name the mount shows. An at1fs mount point
-stands for its store. One line per object on stdout: NAME: OK, or NAME:
-FAILED: why.
+A PATH that is a store (or an at1fs mount point) is checked whole: the
+journal's hash chain, and every file's content (present, decoding to its
+recorded SHA-256); each damaged file is reported under its path. Any other
+directory is walked for .at1 files. One line per object on stdout: NAME:
+OK, or NAME: FAILED: why.
 
 Exit status:
   0  every object is good
@@ -66,9 +67,15 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let mut tally = Tally::default();
     for path in &args.paths {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => match store_targets(path) {
-                Ok((targets, walk_errors)) => {
-                    if targets.is_empty() && walk_errors.is_empty() && !is_store(path) {
+            Ok(m) if m.is_dir() => {
+                let root = super::mount::store_of_mount(path).unwrap_or_else(|| path.to_path_buf());
+                if is_store(&root) {
+                    verify_store(path, &root, args.quiet, &mut tally)?;
+                } else if layout::is_layout1(&root) {
+                    tally.errors.push(anyhow!("{}: a store made by an earlier at1 (layout 1): run `at1 upgrade {}` first", path.display(), root.display()));
+                } else {
+                    let (targets, walk_errors) = directory_targets(path);
+                    if targets.is_empty() && walk_errors.is_empty() {
                         tally.errors.push(anyhow!("{}: not a store, and holds no .at1 objects", path.display()));
                     }
                     tally.errors.extend(walk_errors);
@@ -76,8 +83,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
                         check(&t, args.quiet, &mut tally)?;
                     }
                 }
-                Err(e) => tally.errors.push(e),
-            },
+            }
             _ => check(&Target { name: path.display().to_string(), path: path.clone(), listed: false }, args.quiet, &mut tally)?,
         }
     }
@@ -137,106 +143,69 @@ fn check(target: &Target, quiet: bool, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir` is a store (made by this at1: layout 2).
 fn is_store(dir: &Path) -> bool {
-    dir.join(WORK_DIR).join("VERSION").is_file()
+    dir.join(layout::VERSION_FILE).is_file()
 }
 
-/// Every object of the store (or mount point) `given`, and the errors met
-/// walking it.
-fn store_targets(given: &Path) -> Result<(Vec<Target>, Vec<anyhow::Error>)> {
-    let root = super::mount::store_of_mount(given).unwrap_or_else(|| given.to_path_buf());
-    let root = fs::canonicalize(&root).with_context(|| format!("{}", root.display()))?;
-    let mut walk = Walk { root: root.clone(), given: given.to_path_buf(), targets: Vec::new(), errors: Vec::new(), ids: HashSet::new() };
-    walk.tree();
-    walk.unnamed_objects();
-    Ok((walk.targets, walk.errors))
+/// Verifies the store at `root` (or behind the mount point `given`): the
+/// journal's chain and every file's content. One line per damaged file,
+/// one for the journal, one summary.
+fn verify_store(given: &Path, root: &Path, quiet: bool, tally: &mut Tally) -> Result<()> {
+    let volume = match Volume::open_read_only(root) {
+        Ok(v) => v,
+        Err(e) => {
+            tally.errors.push(anyhow!("{}: {e}", given.display()));
+            return Ok(());
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let shown = given.display().to_string();
+    let report = check::verify(&volume, |p| {
+        let _ = writeln!(std::io::stdout().lock(), "{}{}: FAILED: object {}: {}", shown.trim_end_matches('/'), p.path, p.object, p.what);
+    })?;
+    tally.checked += report.contents as usize + 1;
+    tally.failed += report.damaged.len();
+    for problem in &report.chain {
+        writeln!(out, "{}: FAILED: {problem}", given.display()).context("stdout")?;
+    }
+    if !report.chain.is_empty() {
+        tally.failed += 1;
+    }
+    if !quiet && report.ok() {
+        writeln!(out, "{}: OK ({} files' contents, {} journal events)", given.display(), report.contents, report.events).context("stdout")?;
+    }
+    Ok(())
 }
 
-struct Walk {
-    root: PathBuf,
-    /// The path the user gave (names are shown under it).
-    given: PathBuf,
-    targets: Vec<Target>,
-    errors: Vec<anyhow::Error>,
-    /// Inode ids whose object is listed already (hard links share one).
-    ids: HashSet<String>,
-}
-
-impl Walk {
-    /// Walks the tree without following symlinks, depth first, with an
-    /// explicit stack (no recursion depth to bound).
-    fn tree(&mut self) {
-        let mut dirs = vec![PathBuf::new()];
-        while let Some(rel) = dirs.pop() {
-            let dir = self.root.join(&rel);
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.errors.push(anyhow::Error::new(e).context(self.shown(&rel)));
-                    continue;
-                }
-            };
-            let mut names: Vec<_> = entries.filter_map(|e| e.map_err(|e| self.errors.push(anyhow::Error::new(e).context(self.shown(&rel)))).ok()).collect();
-            names.sort_by_key(|e| e.file_name());
-            let mut subdirs = Vec::new();
-            for entry in names {
-                let name = entry.file_name();
-                if rel.as_os_str().is_empty() && name == WORK_DIR {
-                    continue;
-                }
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => subdirs.push(rel.join(&name)),
-                    Ok(t) if t.is_file() => self.file(&dir, &rel, &name),
-                    Ok(_) => {}
-                    Err(e) => self.errors.push(anyhow::Error::new(e).context(self.shown(&rel.join(&name)))),
-                }
+/// Every `.at1` file under a directory that is not a store, walked without
+/// following symlinks (an explicit stack: no recursion depth to bound).
+fn directory_targets(root: &Path) -> (Vec<Target>, Vec<anyhow::Error>) {
+    let (mut targets, mut errors) = (Vec::new(), Vec::new());
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(anyhow::Error::new(e).context(dir.display().to_string()));
+                continue;
             }
-            // Popped in name order.
-            dirs.extend(subdirs.into_iter().rev());
-        }
-        // Reported in name order (a file of a hard-linked object is the
-        // first of its names met, in the same order).
-        self.targets.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-
-    fn file(&mut self, dir: &Path, rel: &Path, name: &std::ffi::OsStr) {
-        let path = dir.join(name);
-        match store::classify(&path) {
-            Ok(RegularKind::Managed(id)) => {
-                let object = store::object_path_in(&self.root, &id);
-                // An empty file has no object: nothing to check.
-                if self.ids.insert(id.as_str().to_string()) && object.exists() {
-                    self.targets.push(Target { name: self.shown(&rel.join(name)), path: object, listed: true });
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => subdirs.push(entry.path()),
+                Ok(t) if t.is_file() && entry.file_name().as_encoded_bytes().ends_with(OBJECT_SUFFIX.as_bytes()) => {
+                    targets.push(Target { name: entry.path().display().to_string(), path: entry.path(), listed: true })
                 }
-            }
-            Ok(RegularKind::Bare) => {
-                let logical = store::logical_name(dir, name);
-                self.targets.push(Target { name: self.shown(&rel.join(logical)), path, listed: true });
-            }
-            Ok(RegularKind::Plain) => {}
-            Err(e) => self.errors.push(anyhow::Error::new(e).context(self.shown(&rel.join(name)))),
-        }
-    }
-
-    /// Objects in `.at1/objects` that no file names (left for recovery to
-    /// collect): checked too, under their own path.
-    fn unnamed_objects(&mut self) {
-        let objects = self.root.join(WORK_DIR).join("objects");
-        let Ok(entries) = fs::read_dir(&objects) else { return };
-        let mut unnamed = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(OBJECT_SUFFIX) else { continue };
-            if !self.ids.contains(id) && !name.starts_with(at1::gate::TEMP_PREFIX) {
-                let rel = Path::new(WORK_DIR).join("objects").join(&name);
-                unnamed.push(Target { name: format!("{} (no file names it)", self.shown(&rel)), path: entry.path(), listed: true });
+                Ok(_) => {}
+                Err(e) => errors.push(anyhow::Error::new(e).context(entry.path().display().to_string())),
             }
         }
-        unnamed.sort_by(|a, b| a.name.cmp(&b.name));
-        self.targets.extend(unnamed);
+        dirs.extend(subdirs.into_iter().rev());
     }
-
-    fn shown(&self, rel: &Path) -> String {
-        self.given.join(rel).display().to_string()
-    }
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    (targets, errors)
 }

@@ -4,6 +4,7 @@
 pub mod forge;
 pub mod mount;
 pub mod users;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -132,6 +133,18 @@ impl Drop for WritingWindow {
     fn drop(&mut self) {
         leave_traffic(|t| t.windows -= 1);
     }
+}
+
+/// The object files of a store (layout 2: `STORE/objects/ab/cdef….at1`).
+pub fn store_objects(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for fan in std::fs::read_dir(store.join("objects")).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(fan.path()).into_iter().flatten().flatten() {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Runs a shell command under a timeout; returns (exit code, stdout, stderr).

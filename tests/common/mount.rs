@@ -43,6 +43,19 @@ fn sh_perm(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
 }
 
+/// `base/under`, made (mode 0755) where missing.
+fn make_dirs(base: &Path, under: &Path) -> PathBuf {
+    let mut path = base.to_path_buf();
+    for part in under.iter() {
+        path.push(part);
+        if !path.is_dir() {
+            std::fs::create_dir(&path).expect("a directory on the way to the store");
+            sh_perm(&path);
+        }
+    }
+    path
+}
+
 pub struct Mounted {
     pub store: PathBuf,
     pub mnt: PathBuf,
@@ -56,19 +69,43 @@ pub struct Mounted {
 impl Mounted {
     /// Mounts a new empty store (None when FUSE is absent: skip the test).
     pub fn new(extra: &[&str]) -> Option<Mounted> {
+        Mounted::new_at(Path::new(""), Path::new(""), extra)
+    }
+
+    /// Mounts a new empty store at `TEMP/store_under/store` on
+    /// `TEMP/mnt_under/mnt` (both relative: long host paths for tests).
+    pub fn new_at(store_under: &Path, mnt_under: &Path, extra: &[&str]) -> Option<Mounted> {
         if !fuse_available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         // Other users (pjdfstest's) must be able to reach the mount point.
         sh_perm(dir.path());
-        let store = dir.path().join("store");
-        let mnt = dir.path().join("mnt");
+        let store = make_dirs(dir.path(), store_under).join("store");
+        let mnt = make_dirs(dir.path(), mnt_under).join("mnt");
         std::fs::create_dir(&store).unwrap();
         std::fs::create_dir(&mnt).unwrap();
         let log = dir.path().join("daemon.log");
         let mut m =
             Mounted { store, mnt, log, child: None, args: extra.iter().map(|s| s.to_string()).collect(), done: Arc::new(AtomicBool::new(false)), _dir: dir };
+        m.start();
+        m.watchdog(Duration::from_secs(600));
+        Some(m)
+    }
+
+    /// Mounts the existing store `store` at a new mount point (None when
+    /// FUSE is absent: skip the test).
+    pub fn on_store(store: &Path, extra: &[&str]) -> Option<Mounted> {
+        if !fuse_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        sh_perm(dir.path());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut m = Mounted { store: store.to_path_buf(), mnt, log, child: None, args, done: Arc::new(AtomicBool::new(false)), _dir: dir };
         m.start();
         m.watchdog(Duration::from_secs(600));
         Some(m)
@@ -109,8 +146,16 @@ impl Mounted {
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let mut child = spawn(&mut cmd).expect("at1 mount starts");
         let start = Instant::now();
-        // Mounted and answering (a stale mount is listed but answers ENOTCONN).
-        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
+        // Mounted and answering (a stale mount is listed but answers ENOTCONN;
+        // its root's attributes may still come from the kernel's cache, so
+        // the check is a directory listing, which always asks the daemon),
+        // and the root is the volume's (inode 1), not the directory under
+        // a stale mount that the new daemon has just detached.
+        let answering = |mnt: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::read_dir(mnt).is_ok() && std::fs::metadata(mnt).is_ok_and(|m| m.ino() == 1)
+        };
+        while !(is_mounted(&self.mnt) && answering(&self.mnt)) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited ({status}) before mounting:\n{}", self.log_text());
             }
@@ -155,6 +200,23 @@ impl Mounted {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Waits (up to a minute) until the background re-encoding has
+    /// nothing left to do, so the store holds only what it keeps.
+    pub fn settle(&self) {
+        let stats = self.mnt.join(".at1/stats");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            let pending = std::fs::read_to_string(&stats)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["recompress_pending"].as_u64());
+            if pending == Some(0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -174,7 +236,7 @@ impl Mounted {
                         let _ = child.kill();
                         let _ = child.wait();
                         force_unmount(&self.mnt);
-                        panic!("the daemon did not exit after unmount:\n{}", self.log_text());
+                        panic!("the daemon did not exit after unmount (fusermount3 -u ok={ok}):\n{}", self.log_text());
                     }
                     _ => std::thread::sleep(Duration::from_millis(20)),
                 }
