@@ -1726,7 +1726,13 @@ mod inprocess {
                     }
                     Op::Read { slot, offset, len } => {
                         let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
-                        let r = Ok(Out::Bytes(self.reference.read(h.node, h.write, usize::from(*offset), usize::from(*len))));
+                        let r = self.reference.read(h.node, h.write, usize::from(*offset), usize::from(*len));
+                        // While another handle writes the file, the kernel may end
+                        // a reader's read early at the size it knows (a writer's
+                        // O_TRUNC or truncate changes it at once, and the
+                        // releases that commit are asynchronous): the bytes it
+                        // gives must be the committed ones, fewer is allowed.
+                        let may_end_early = !h.write && self.reference.node(h.node).writers > 0;
                         let mut buf = vec![0u8; usize::from(*len)];
                         let mut got = 0;
                         let result = loop {
@@ -1742,7 +1748,8 @@ mod inprocess {
                             }
                         };
                         buf.truncate(got);
-                        (r, result.map(|()| Out::Bytes(buf)))
+                        let r = if may_end_early && result.is_ok() && r.starts_with(&buf) { buf.clone() } else { r };
+                        (Ok(Out::Bytes(r)), result.map(|()| Out::Bytes(buf)))
                     }
                     Op::Fstat(slot) => {
                         let Some(h) = &self.handles[*slot] else { return (Ok(Out::Done), Ok(Out::Done)) };
