@@ -1301,36 +1301,67 @@ mod inprocess {
             }
             Ok(())
         }
+    }
 
-        /// Every node reachable from the root, compared: entries, attributes,
-        /// contents, symlink targets, xattrs.
-        fn compare_trees(&self, when: &str) -> Result<(), TestCaseError> {
-            let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
-            while let Some(dir) = dirs.pop() {
-                let (r, got) = (self.reference.readdir_out(&dir), self.v_readdir(&dir));
-                prop_assert_eq!(&r, &got, "{}: entries of {:?}", when, dir);
-                let Ok(Out::Names(entries)) = r else { continue };
-                for (name, n, kind) in entries {
-                    let i = NAMES.iter().position(|x| x.as_bytes() == name).expect("a model name") as u8;
-                    let path = [dir.clone(), vec![i]].concat();
-                    prop_assert_eq!(self.reference.check(&path), self.v_check(&path), "{}: {:?}", when, path);
-                    prop_assert_eq!(self.reference.xattrs_out(&path), self.v_xattrs(&path), "{}: xattrs of {:?}", when, path);
-                    for (xname, value) in &self.reference.node(n).xattrs {
-                        let ino = self.v_at(&path).map_err(|e| TestCaseError::fail(format!("{path:?}: {e}")))?.ino;
-                        prop_assert_eq!(Ok(value.clone()), v(self.volume.getxattr(ino, xname)), "{}: xattr of {:?}", when, path);
+    /// What a side under test (the volume API, a mount) answers about a
+    /// path, for the walk that compares it with the reference.
+    trait Answers {
+        fn reference(&self) -> &Reference;
+        fn readdir(&self, dir: &[u8]) -> V<Out>;
+        fn check(&self, path: &[u8]) -> V<Out>;
+        fn xattrs(&self, path: &[u8]) -> V<Out>;
+        fn xattr(&self, path: &[u8], name: &[u8]) -> V<Vec<u8>>;
+        fn readlink(&self, path: &[u8]) -> V<Vec<u8>>;
+    }
+
+    impl Answers for Pair {
+        fn reference(&self) -> &Reference {
+            &self.reference
+        }
+        fn readdir(&self, dir: &[u8]) -> V<Out> {
+            self.v_readdir(dir)
+        }
+        fn check(&self, path: &[u8]) -> V<Out> {
+            self.v_check(path)
+        }
+        fn xattrs(&self, path: &[u8]) -> V<Out> {
+            self.v_xattrs(path)
+        }
+        fn xattr(&self, path: &[u8], name: &[u8]) -> V<Vec<u8>> {
+            self.v_at(path).and_then(|a| v(self.volume.getxattr(a.ino, name)))
+        }
+        fn readlink(&self, path: &[u8]) -> V<Vec<u8>> {
+            self.v_at(path).and_then(|a| v(self.volume.readlink(a.ino)))
+        }
+    }
+
+    /// Every node reachable from the root, compared: entries, attributes,
+    /// contents, symlink targets, xattrs.
+    fn compare_trees(side: &impl Answers, when: &str) -> Result<(), TestCaseError> {
+        let reference = side.reference();
+        let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(dir) = dirs.pop() {
+            let (r, got) = (reference.readdir_out(&dir), side.readdir(&dir));
+            prop_assert_eq!(&r, &got, "{}: entries of {:?}", when, dir);
+            let Ok(Out::Names(entries)) = r else { continue };
+            for (name, n, kind) in entries {
+                let i = NAMES.iter().position(|x| x.as_bytes() == name).expect("a model name") as u8;
+                let path = [dir.clone(), vec![i]].concat();
+                prop_assert_eq!(reference.check(&path), side.check(&path), "{}: {:?}", when, path);
+                prop_assert_eq!(reference.xattrs_out(&path), side.xattrs(&path), "{}: xattrs of {:?}", when, path);
+                for (xname, value) in &reference.node(n).xattrs {
+                    prop_assert_eq!(Ok(value.clone()), side.xattr(&path, xname), "{}: xattr of {:?}", when, path);
+                }
+                match kind {
+                    NodeKind::Dir => dirs.push(path),
+                    NodeKind::Symlink => {
+                        prop_assert_eq!(Ok(reference.node(n).target.clone()), side.readlink(&path), "{}: target of {:?}", when, path);
                     }
-                    match kind {
-                        NodeKind::Dir => dirs.push(path),
-                        NodeKind::Symlink => {
-                            let ino = self.v_at(&path).map_err(|e| TestCaseError::fail(format!("{path:?}: {e}")))?.ino;
-                            prop_assert_eq!(Ok(self.reference.node(n).target.clone()), v(self.volume.readlink(ino)), "{}: target of {:?}", when, path);
-                        }
-                        _ => {}
-                    }
+                    _ => {}
                 }
             }
-            Ok(())
         }
+        Ok(())
     }
 
     // ------------------------------------------------------------ runs
@@ -1391,7 +1422,7 @@ mod inprocess {
         }
         if clean {
             pair.release_all()?;
-            pair.compare_trees("after the last close")?;
+            compare_trees(&pair, "after the last close")?;
             pair.volume.close().map_err(|e| TestCaseError::fail(format!("close: {e}")))?;
         }
         let Pair { volume, mut reference, handles, inodes } = pair;
@@ -1399,7 +1430,7 @@ mod inprocess {
         drop(volume);
         reference.after_restart();
         let pair = Pair { volume: open_volume(dir.path()), reference, handles: (0..SLOTS).map(|_| None).collect(), inodes };
-        pair.compare_trees(if clean { "after a clean close and open" } else { "after a crash and open" })?;
+        compare_trees(&pair, if clean { "after a clean close and open" } else { "after a crash and open" })?;
         let report = at1::volume::check::verify(&pair.volume, |_| {}).map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
         prop_assert!(report.ok(), "verify after reopening: {:?}", report);
         pair.volume.close().map_err(|e| TestCaseError::fail(format!("close: {e}")))?;
@@ -1893,32 +1924,26 @@ mod inprocess {
                 }
                 Ok(())
             }
+        }
 
-            fn compare_trees(&self, when: &str) -> Result<(), TestCaseError> {
-                let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
-                while let Some(dir) = dirs.pop() {
-                    let (r, got) = (self.reference.readdir_out(&dir), self.m_readdir(&dir));
-                    prop_assert_eq!(&r, &got, "{}: entries of {:?}", when, dir);
-                    let Ok(Out::Names(entries)) = r else { continue };
-                    for (name, n, kind) in entries {
-                        let i = NAMES.iter().position(|x| x.as_bytes() == name).expect("a model name") as u8;
-                        let path = [dir.clone(), vec![i]].concat();
-                        prop_assert_eq!(self.reference.check(&path), self.m_check(&path), "{}: {:?}", when, path);
-                        prop_assert_eq!(self.reference.xattrs_out(&path), self.m_xattrs(&path), "{}: xattrs of {:?}", when, path);
-                        for (xname, value) in &self.reference.node(n).xattrs {
-                            prop_assert_eq!(Ok(value.clone()), lgetxattr(&self.path(&path), xname), "{}: xattr of {:?}", when, path);
-                        }
-                        match kind {
-                            NodeKind::Dir => dirs.push(path),
-                            NodeKind::Symlink => {
-                                let target = io(std::fs::read_link(self.path(&path))).map(|t| t.as_os_str().as_bytes().to_vec());
-                                prop_assert_eq!(Ok(self.reference.node(n).target.clone()), target, "{}: target of {:?}", when, path);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                Ok(())
+        impl Answers for MountPair {
+            fn reference(&self) -> &Reference {
+                &self.reference
+            }
+            fn readdir(&self, dir: &[u8]) -> V<Out> {
+                self.m_readdir(dir)
+            }
+            fn check(&self, path: &[u8]) -> V<Out> {
+                self.m_check(path)
+            }
+            fn xattrs(&self, path: &[u8]) -> V<Out> {
+                self.m_xattrs(path)
+            }
+            fn xattr(&self, path: &[u8], name: &[u8]) -> V<Vec<u8>> {
+                lgetxattr(&self.path(path), name)
+            }
+            fn readlink(&self, path: &[u8]) -> V<Vec<u8>> {
+                io(std::fs::read_link(self.path(path))).map(|t| t.as_os_str().as_bytes().to_vec())
             }
         }
 
@@ -1940,7 +1965,7 @@ mod inprocess {
             }
             if clean {
                 pair.release_all()?;
-                pair.compare_trees("after the last close")?;
+                compare_trees(&pair, "after the last close")?;
                 m.remount();
             } else {
                 m.kill_daemon();
@@ -1957,7 +1982,7 @@ mod inprocess {
                 )));
             }
             pair.reference.after_restart();
-            pair.compare_trees(if clean { "after an unmount and mount" } else { "after a crash and mount" })
+            compare_trees(&pair, if clean { "after an unmount and mount" } else { "after a crash and mount" })
         }
     }
 }
