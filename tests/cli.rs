@@ -529,7 +529,8 @@ fn verify_of_a_directory_checks_every_object_and_reports_each() {
         good.join("a.at1").display(),
         good.join("locked").display()
     ));
-    let (code, out, err) = common::sh(&format!("setpriv --reuid {uid} --regid {gid} --clear-groups '{}' verify '{}'", at1_bin().display(), good.display()));
+    let (_bin_dir, bin) = common::users::at1_for_users();
+    let (code, out, err) = common::sh(&format!("setpriv --reuid {uid} --regid {gid} --clear-groups '{}' verify '{}'", bin.display(), good.display()));
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("a.at1: OK"), "the readable object is checked: {out}");
     assert!(err.contains("locked: Permission denied"), "{err}");

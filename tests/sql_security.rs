@@ -382,7 +382,7 @@ fn at1_sql_on_a_mount_point_runs_as_its_caller() {
     small_csv(&m.path("secret.csv"), 10);
     sh_ok(&format!("chmod 600 '{}'", m.path("secret.csv").display()));
     alice.sh_ok(&format!("printf 'a,b\\n1,2\\n3,4\\n' > '{}'", m.path("mine.csv").display()));
-    let bin = at1_bin();
+    let (_bin_dir, bin) = common::users::at1_for_users();
     let out = alice.sh_ok(&format!("'{}' sql '{}' 'SELECT COUNT(*) FROM mine.csv' --format csv", bin.display(), m.mnt.display()));
     assert_eq!(out, "COUNT(*)\n2\n");
     let (code, out, err) = alice.sh(&format!("'{}' sql '{}' 'SELECT * FROM secret.csv'", bin.display(), m.mnt.display()));

@@ -3,10 +3,11 @@
 //! run as them with `setpriv` (real and effective ids, and the user's
 //! groups from /etc/group).
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::{run, sh};
+use super::{at1_bin, run, sh};
 
 /// One `useradd`/`groupadd` at a time within a test binary.
 static MAKING: Mutex<()> = Mutex::new(());
@@ -62,4 +63,20 @@ impl User {
         assert_eq!(code, 0, "as {}: {cmd}\nstdout: {out}\nstderr: {err}", self.name);
         out
     }
+}
+
+/// The `at1` binary where any user can run it: a link (or copy) in a
+/// world-readable temp directory, removed with the returned guard. The
+/// build directory may sit under one only its owner can enter (a checkout
+/// in a `mktemp -d` directory, mode 0700).
+pub fn at1_for_users() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = dir.path().join("at1");
+    if std::fs::hard_link(at1_bin(), &bin).is_err() {
+        std::fs::copy(at1_bin(), &bin).expect("copy of at1");
+    }
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, bin)
 }
