@@ -71,7 +71,11 @@ fn ino_named(store: &Path, name: &str) -> i64 {
 /// The object file holding the content of the file named `name`.
 fn object_of(store: &Path, name: &str) -> PathBuf {
     let id: Vec<u8> = db(store)
-        .query_row("SELECT i.object FROM inodes i JOIN entries e ON e.ino = i.ino WHERE e.name = ?1", [name.as_bytes().to_vec()], |r| r.get(0))
+        .query_row(
+            "SELECT x.object FROM extents x JOIN entries e ON e.ino = x.ino WHERE e.name = ?1 ORDER BY x.start LIMIT 1",
+            [name.as_bytes().to_vec()],
+            |r| r.get(0),
+        )
         .unwrap();
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     store.join("objects").join(&hex[..2]).join(format!("{}.at1", &hex[2..]))
@@ -271,7 +275,7 @@ fn fsck_reports_missing_undecodable_and_mismatched_contents_under_their_paths() 
     // A content recorded with another SHA-256 than its object holds.
     let d = sample_store();
     let store = store_of(&d);
-    db(&store).execute("UPDATE inodes SET sha256 = zeroblob(32) WHERE ino = ?1", [ino_named(&store, "a.txt")]).unwrap();
+    db(&store).execute("UPDATE extents SET sha256 = zeroblob(32) WHERE ino = ?1", [ino_named(&store, "a.txt")]).unwrap();
     let (code, out) = fsck(&store, true);
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("/docs/a.txt: object ") && out.contains(&format!("holds content with SHA-256 {}", sha(A))), "{out}");
@@ -415,7 +419,8 @@ fn garbage_collection_keeps_an_object_still_named_by_a_file() {
     let d = sample_store();
     let store = store_of(&d);
     let object = object_of(&store, "a.txt");
-    let id: Vec<u8> = db(&store).query_row("SELECT object FROM inodes WHERE ino = ?1", [ino_named(&store, "a.txt")], |r| r.get(0)).unwrap();
+    let id: Vec<u8> =
+        db(&store).query_row("SELECT object FROM extents WHERE ino = ?1 ORDER BY start LIMIT 1", [ino_named(&store, "a.txt")], |r| r.get(0)).unwrap();
     db(&store).execute("INSERT INTO garbage (object, released_at) VALUES (?1, 1)", [id]).unwrap();
     // Opening collects the garbage whose release is durable.
     let volume = Volume::open(&store, VolumeConfig::default()).unwrap();

@@ -14,8 +14,13 @@ const DATA: &[u8] = b"the bytes this file must give back, or nothing at all\n";
 /// The object file holding the content of the file named `name`.
 fn object_of(store: &Path, name: &str) -> PathBuf {
     let db = rusqlite::Connection::open(store.join("meta.db")).unwrap();
-    let id: Vec<u8> =
-        db.query_row("SELECT i.object FROM inodes i JOIN entries e ON e.ino = i.ino WHERE e.name = ?1", [name.as_bytes().to_vec()], |r| r.get(0)).unwrap();
+    let id: Vec<u8> = db
+        .query_row(
+            "SELECT x.object FROM extents x JOIN entries e ON e.ino = x.ino WHERE e.name = ?1 ORDER BY x.start LIMIT 1",
+            [name.as_bytes().to_vec()],
+            |r| r.get(0),
+        )
+        .unwrap();
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     store.join("objects").join(&hex[..2]).join(format!("{}.at1", &hex[2..]))
 }

@@ -1382,6 +1382,8 @@ mod inprocess {
             // take many minutes and pile up workers. The re-encoding is
             // covered through a mount (crash, durability tests).
             fast_writes: false,
+            // Files of a few KiB are made of several extents.
+            segment_size: 4096,
             ..VolumeConfig::default()
         }
     }

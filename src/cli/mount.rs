@@ -33,6 +33,7 @@ Mount options (-o, comma-separated, also from fstab):
   query_timeout=SECONDS     --query-timeout
   commit_interval=SECONDS   --commit-interval
   full_level_at_close       --full-level-at-close
+  segment_size=SIZE         --segment-size
   query_threads=N           --query-threads
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
   dirsync                   kernel flags (default: nodev, nosuid)
@@ -107,6 +108,10 @@ pub struct MountArgs {
     /// when the mount is quiet.
     #[arg(long)]
     pub full_level_at_close: bool,
+    /// Largest piece (extent) of a file a write encodes into one object: a
+    /// change re-encodes only the pieces it touches (at least 256KiB).
+    #[arg(long, default_value = "8MiB", value_name = "SIZE")]
+    pub segment_size: String,
     /// Queries running at once (default: the number of cores, at least 2);
     /// one user holds at most all but one of them.
     #[arg(long, value_name = "N")]
@@ -134,6 +139,7 @@ struct Settings {
     query_timeout: u64,
     commit_interval: f64,
     full_level_at_close: bool,
+    segment_size: String,
     query_threads: Option<usize>,
     /// Kernel flags asked for (dev, nosuid, noatime, ...), the last of each
     /// pair winning.
@@ -156,6 +162,7 @@ impl Settings {
             query_timeout: args.query_timeout,
             commit_interval: args.commit_interval,
             full_level_at_close: args.full_level_at_close,
+            segment_size: args.segment_size.clone(),
             query_threads: args.query_threads,
             kernel: Vec::new(),
         };
@@ -225,6 +232,7 @@ impl Settings {
                 self.commit_interval = text("SECONDS")?.parse().map_err(|_| UsageError(format!("mount option {key}: {option:?} is not a number of seconds")))?
             }
             "query_threads" => self.query_threads = Some(number("N")?),
+            "segment_size" => self.segment_size = text("SIZE")?,
             // What mount(8) and fstab pass along for themselves.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" | "relatime" => {}
             _ if key.starts_with("x-") || key == "comment" => {}
@@ -392,6 +400,10 @@ fn mount_config(s: &Settings) -> Result<(VolumeConfig, MountConfig)> {
     if !(s.commit_interval.is_finite() && s.commit_interval > 0.0 && s.commit_interval <= 3600.0) {
         return Err(UsageError(format!("commit interval: {} is not a number of seconds in (0, 3600]", s.commit_interval)).into());
     }
+    let segment_size = parse_size(&s.segment_size).map_err(|e| UsageError(format!("segment size: {e:#}")))?;
+    if segment_size < at1::volume::extents::MIN_EXTENT_SIZE {
+        return Err(UsageError(format!("segment size: {} is below the smallest, 256KiB", s.segment_size)).into());
+    }
     let volume = VolumeConfig {
         gate,
         fast_writes: !s.full_level_at_close,
@@ -399,6 +411,7 @@ fn mount_config(s: &Settings) -> Result<(VolumeConfig, MountConfig)> {
         read_only: s.read_only,
         commit_interval: Duration::from_secs_f64(s.commit_interval),
         staging: s.staging.clone(),
+        segment_size,
     };
     Ok((volume, MountConfig { sql }))
 }

@@ -65,6 +65,7 @@ impl At1Fs {
             "ratio": ratio,
             "inodes": t.inodes,
             "writes_committed": Stats::get(&s.writes_committed),
+            "extents_written": Stats::get(&s.extents_written),
             "writes_rejected": Stats::get(&s.writes_rejected),
             "bytes_written": Stats::get(&s.bytes_written),
             "recompressed": Stats::get(&s.recompressed),

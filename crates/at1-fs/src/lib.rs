@@ -282,8 +282,8 @@ impl At1Fs {
             Handle::Sql(_) => Err(errno(libc::EBADF)), // answered by the SQL service
             Handle::File(f) => {
                 if readahead::ReadAhead::is_sequential(offset, f.last_end.load(Ordering::Relaxed)) {
-                    if let Ok(Some(reader)) = self.volume.reader_for(f) {
-                        self.read_ahead.after(&reader, offset);
+                    if let Ok(Some((reader, at))) = self.volume.reader_for(f, offset) {
+                        self.read_ahead.after(&reader, at);
                     }
                 }
                 Ok(self.volume.read(f, offset, size)?)

@@ -2,7 +2,7 @@
 //! implementations.
 //!
 //! - [`meta`]: the **metadata engine** — inodes, directory entries, symlink
-//!   targets, xattrs, each regular file's content reference, orphans,
+//!   targets, xattrs, each regular file's extent map (content references), orphans,
 //!   garbage and the journal, changed in transactions
 //!   ([`meta::MetaStore`]). [`sqlite::SqliteMeta`] keeps them in one SQLite
 //!   database in the store (WAL); the schema is plain SQL so that a
@@ -22,6 +22,6 @@ pub mod objects;
 pub mod sqlite;
 
 pub use local::LocalObjects;
-pub use meta::{Content, DirEntry, Event, Ino, Inode, Kind, MetaError, MetaRead, MetaStore, MetaTxn, Nanos, Totals, ROOT_INO};
+pub use meta::{Content, DirEntry, Event, Extent, Ino, Inode, Kind, MetaError, MetaRead, MetaStore, MetaTxn, Nanos, Totals, ROOT_INO};
 pub use objects::{ObjectId, ObjectStore, TempObject};
 pub use sqlite::SqliteMeta;

@@ -92,6 +92,25 @@ pub struct Content {
     pub sha256: [u8; 32],
 }
 
+/// One extent of a regular file's content: bytes `[start, start + len)`
+/// of the file are the original bytes of one whole object (`content`).
+/// A file's extents are in order, adjacent, and cover `[0, size)`; each
+/// object is immutable and verified on its own, so a write re-encodes only
+/// the extents it touches. (Not to be confused with the *segments* inside
+/// one `.at1` object, docs/FORMAT.md: an extent's object has its own.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    pub start: u64,
+    pub len: u64,
+    pub content: Content,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
 /// One inode's attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
@@ -112,8 +131,16 @@ pub struct Inode {
     /// The directory a directory is in (its `..`); 0 for other kinds and
     /// for the root.
     pub parent: Ino,
-    /// A regular file's committed content; `None` when it is empty.
-    pub content: Option<Content>,
+    /// A regular file's committed content, in order (empty when the file
+    /// is).
+    pub extents: Vec<Extent>,
+}
+
+impl Inode {
+    /// Bytes its objects take as stored.
+    pub fn stored_len(&self) -> u64 {
+        self.extents.iter().map(|e| e.content.stored_len).sum()
+    }
 }
 
 /// A directory entry.
@@ -184,9 +211,9 @@ pub trait MetaRead {
     /// Journal events from sequence number `from`, at most `limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, MetaError>;
     fn last_event(&self) -> Result<Option<Event>, MetaError>;
-    /// Regular files with content, by inode number after `after`, at most
-    /// `limit`.
-    fn contents(&self, after: Ino, limit: usize) -> Result<Vec<(Ino, Content)>, MetaError>;
+    /// Regular files with content and their extents, by inode number after
+    /// `after`, at most `limit` files.
+    fn contents(&self, after: Ino, limit: usize) -> Result<Vec<(Ino, Vec<Extent>)>, MetaError>;
     fn totals(&self) -> Result<Totals, MetaError>;
     /// Contents committed at a fast level, waiting to be re-encoded at the
     /// volume's own: (object, inode), oldest first, at most `limit`.
@@ -202,7 +229,7 @@ pub trait MetaRead {
     /// Every entry as (parent, name, ino) — whether or not its inode
     /// exists — in (parent, name) order after `after`, at most `limit`.
     fn all_entries(&self, after: Option<(Ino, &[u8])>, limit: usize) -> Result<Vec<(Ino, Vec<u8>, Ino)>, MetaError>;
-    /// An inode whose content is object `id`, if any.
+    /// An inode whose content includes object `id`, if any.
     fn object_user(&self, id: &ObjectId) -> Result<Option<Ino>, MetaError>;
 }
 
@@ -211,8 +238,9 @@ pub trait MetaRead {
 pub trait MetaTxn: MetaRead {
     /// Adds an inode (its `ino` is ignored) and returns its number.
     fn create_inode(&mut self, inode: &Inode) -> Result<Ino, MetaError>;
+    /// Updates an inode's attributes and, if they changed, its extents.
     fn update_inode(&mut self, inode: &Inode) -> Result<(), MetaError>;
-    /// Removes an inode with its symlink target and xattrs.
+    /// Removes an inode with its extents, symlink target and xattrs.
     fn delete_inode(&mut self, ino: Ino) -> Result<(), MetaError>;
     /// Adds `name` in `parent`; [`MetaError::Exists`] if it is taken.
     fn insert_entry(&mut self, parent: Ino, name: &[u8], ino: Ino) -> Result<(), MetaError>;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::meta::{Content, DirEntry, Event, Ino, Inode, Kind, MetaError, MetaRead, MetaStore, MetaTxn, Totals, ROOT_INO};
+use crate::meta::{Content, DirEntry, Event, Extent, Ino, Inode, Kind, MetaError, MetaRead, MetaStore, MetaTxn, Totals, ROOT_INO};
 use crate::objects::ObjectId;
 
 /// The schema, created on first open.
@@ -49,6 +49,16 @@ CREATE TABLE IF NOT EXISTS xattrs (ino INTEGER NOT NULL, name BLOB NOT NULL, val
 CREATE TABLE IF NOT EXISTS orphans (ino INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS garbage (object BLOB PRIMARY KEY, released_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recompress (object BLOB PRIMARY KEY, ino INTEGER NOT NULL, queued_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS extents (
+    ino INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    object BLOB NOT NULL,
+    stored_len INTEGER NOT NULL,
+    sha256 BLOB NOT NULL,
+    PRIMARY KEY (ino, start)
+);
+CREATE INDEX IF NOT EXISTS extents_by_object ON extents (object);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -56,6 +66,18 @@ CREATE TABLE IF NOT EXISTS journal (
     detail TEXT NOT NULL,
     hash BLOB NOT NULL
 );
+";
+
+/// Stores made before extents kept a file's one object in its inode row
+/// (`inodes.object`, `stored_len`, `sha256`): moved into `extents` as one
+/// extent at open, in one transaction. Reads still understand such a row
+/// (a read-only open of a store not yet migrated).
+const MIGRATE_TO_EXTENTS: &str = "
+BEGIN IMMEDIATE;
+INSERT INTO extents (ino, start, len, object, stored_len, sha256)
+    SELECT ino, 0, size, object, stored_len, sha256 FROM inodes WHERE object IS NOT NULL AND stored_len IS NOT NULL AND sha256 IS NOT NULL;
+UPDATE inodes SET object = NULL, stored_len = NULL, sha256 = NULL WHERE object IS NOT NULL AND stored_len IS NOT NULL AND sha256 IS NOT NULL;
+COMMIT;
 ";
 
 /// Reader connections besides the writer.
@@ -95,6 +117,13 @@ impl SqliteMeta {
     pub fn open(path: &Path, root: &Inode) -> Result<SqliteMeta, MetaError> {
         let writer = connect(path)?;
         writer.execute_batch(SCHEMA).map_err(engine)?;
+        let legacy: bool = writer.query_row("SELECT EXISTS (SELECT 1 FROM inodes WHERE object IS NOT NULL)", [], |r| r.get(0)).map_err(engine)?;
+        if legacy {
+            if let Err(e) = writer.execute_batch(MIGRATE_TO_EXTENTS) {
+                let _ = writer.execute_batch("ROLLBACK");
+                return Err(engine(e));
+            }
+        }
         let has_root: bool = writer.query_row("SELECT EXISTS (SELECT 1 FROM inodes WHERE ino = ?1)", [ROOT_INO as i64], |r| r.get(0)).map_err(engine)?;
         if !has_root {
             let mut root = root.clone();
@@ -114,6 +143,18 @@ impl SqliteMeta {
         let connect = || -> Result<Connection, MetaError> {
             let conn = Connection::open_with_flags(path, flags).map_err(engine)?;
             conn.busy_timeout(Duration::from_secs(30)).map_err(engine)?;
+            // A store not yet opened for writing since extents came has no
+            // `extents` table: an empty one in the connection's own
+            // temporary schema stands in (its inode rows hold the objects).
+            let has_extents: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'extents')", [], |r| r.get(0)).map_err(engine)?;
+            if !has_extents {
+                conn.execute_batch(
+                    "CREATE TEMP TABLE extents (ino INTEGER NOT NULL, start INTEGER NOT NULL, len INTEGER NOT NULL, object BLOB NOT NULL, \
+                     stored_len INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (ino, start))",
+                )
+                .map_err(engine)?;
+            }
             Ok(conn)
         };
         let writer = connect()?;
@@ -214,13 +255,13 @@ impl InodeRow {
     fn check(self) -> Result<Inode, MetaError> {
         let [ino, kind, perm, uid, gid, size, atime, mtime, ctime, nlink, rdev, parent] = self.ints;
         let kind = Kind::from_code(kind).ok_or_else(|| MetaError::Corrupt(format!("inode {ino} has unknown kind {kind}")))?;
-        let content = match (self.object, self.stored_len, self.sha256) {
+        // A row of a store not yet migrated: its one object is the whole
+        // file.
+        let legacy = match (self.object, self.stored_len, self.sha256) {
             (None, _, _) => None,
-            (Some(object), Some(stored_len), Some(sha)) => Some(Content {
-                object: ObjectId::from_slice(&object).ok_or_else(|| MetaError::Corrupt(format!("inode {ino} names a malformed object id")))?,
-                stored_len: to_u64(stored_len, "stored length")?,
-                sha256: sha.try_into().map_err(|_| MetaError::Corrupt(format!("inode {ino} has a malformed SHA-256")))?,
-            }),
+            (Some(object), Some(stored_len), Some(sha)) => {
+                Some(Extent { start: 0, len: to_u64(size, "size")?, content: content_of(ino, object, stored_len, sha)? })
+            }
             _ => return Err(MetaError::Corrupt(format!("inode {ino} has a partial content reference"))),
         };
         Ok(Inode {
@@ -236,16 +277,53 @@ impl InodeRow {
             nlink: to_u32(nlink, "link count")?,
             rdev: to_u32(rdev, "rdev")?,
             parent: to_u64(parent, "parent")?,
-            content,
+            extents: legacy.into_iter().collect(),
         })
     }
 }
 
+fn content_of(ino: i64, object: Vec<u8>, stored_len: i64, sha: Vec<u8>) -> Result<Content, MetaError> {
+    Ok(Content {
+        object: ObjectId::from_slice(&object).ok_or_else(|| MetaError::Corrupt(format!("inode {ino} names a malformed object id")))?,
+        stored_len: to_u64(stored_len, "stored length")?,
+        sha256: sha.try_into().map_err(|_| MetaError::Corrupt(format!("inode {ino} has a malformed SHA-256")))?,
+    })
+}
+
+/// The extents of inode `ino`, in order.
+fn read_extents(c: &Connection, ino: Ino) -> Result<Vec<Extent>, MetaError> {
+    let mut s = c.prepare_cached("SELECT start, len, object, stored_len, sha256 FROM extents WHERE ino = ?1 ORDER BY start").map_err(engine)?;
+    let rows = s
+        .query_map([ino as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?, r.get::<_, Vec<u8>>(4)?)))
+        .map_err(engine)?;
+    rows.map(|r| {
+        let (start, len, object, stored_len, sha) = r.map_err(engine)?;
+        Ok(Extent { start: to_u64(start, "extent start")?, len: to_u64(len, "extent length")?, content: content_of(ino as i64, object, stored_len, sha)? })
+    })
+    .collect()
+}
+
+/// An inode row with its extents.
+fn full_inode(c: &Connection, row: InodeRow) -> Result<Inode, MetaError> {
+    let mut inode = row.check()?;
+    if inode.kind == Kind::File {
+        inode.extents.extend(read_extents(c, inode.ino)?);
+    }
+    Ok(inode)
+}
+
+fn write_extents(conn: &Connection, ino: Ino, extents: &[Extent]) -> Result<(), MetaError> {
+    conn.prepare_cached("DELETE FROM extents WHERE ino = ?1").and_then(|mut s| s.execute([ino as i64])).map_err(engine)?;
+    let mut s = conn.prepare_cached("INSERT INTO extents (ino, start, len, object, stored_len, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(engine)?;
+    for e in extents {
+        s.execute(params![ino as i64, e.start as i64, e.len as i64, e.content.object.0.to_vec(), e.content.stored_len as i64, e.content.sha256.to_vec()])
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
 fn insert_inode(conn: &Connection, i: &Inode, ino: Option<Ino>) -> Result<Ino, MetaError> {
-    let (object, stored_len, sha) = match &i.content {
-        Some(c) => (Some(c.object.0.to_vec()), Some(c.stored_len as i64), Some(c.sha256.to_vec())),
-        None => (None, None, None),
-    };
+    let (object, stored_len, sha): (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>) = (None, None, None);
     conn.prepare_cached(&format!("INSERT INTO inodes ({INODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"))
         .and_then(|mut s| {
             s.execute(params![
@@ -267,7 +345,11 @@ fn insert_inode(conn: &Connection, i: &Inode, ino: Option<Ino>) -> Result<Ino, M
             ])
         })
         .map_err(engine)?;
-    to_u64(conn.last_insert_rowid(), "inode number")
+    let ino = to_u64(conn.last_insert_rowid(), "inode number")?;
+    if !i.extents.is_empty() {
+        write_extents(conn, ino, &i.extents)?;
+    }
+    Ok(ino)
 }
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<(i64, i64, String, String, Vec<u8>)> {
@@ -286,7 +368,7 @@ fn read_inode(c: &Connection, ino: Ino) -> Result<Option<Inode>, MetaError> {
         .prepare_cached(&format!("SELECT {INODE_COLUMNS} FROM inodes WHERE ino = ?1"))
         .and_then(|mut s| s.query_row([ino as i64], inode_row).optional())
         .map_err(engine)?;
-    row.map(InodeRow::check).transpose()
+    row.map(|r| full_inode(c, r)).transpose()
 }
 
 fn read_lookup(c: &Connection, parent: Ino, name: &[u8]) -> Result<Option<Ino>, MetaError> {
@@ -399,17 +481,21 @@ macro_rules! impl_reads {
                 Ok(read_events(&self.conn, "SELECT seq, time, op, detail, hash FROM journal ORDER BY seq DESC LIMIT 1", [])?.pop())
             }
 
-            fn contents(&self, after: Ino, limit: usize) -> Result<Vec<(Ino, Content)>, MetaError> {
+            fn contents(&self, after: Ino, limit: usize) -> Result<Vec<(Ino, Vec<Extent>)>, MetaError> {
                 let mut s = self
                     .conn
-                    .prepare_cached(&format!("SELECT {INODE_COLUMNS} FROM inodes WHERE ino > ?1 AND object IS NOT NULL ORDER BY ino LIMIT ?2"))
+                    .prepare_cached(&format!(
+                        "SELECT {INODE_COLUMNS} FROM inodes WHERE ino > ?1 AND (object IS NOT NULL OR EXISTS (SELECT 1 FROM extents x WHERE x.ino = inodes.ino)) \
+                         ORDER BY ino LIMIT ?2"
+                    ))
                     .map_err(engine)?;
                 let rows = s.query_map(params![after as i64, limit as i64], inode_row).map_err(engine)?;
+                let rows: Vec<InodeRow> = rows.collect::<Result<_, _>>().map_err(engine)?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let inode = row.map_err(engine)?.check()?;
-                    if let Some(c) = inode.content {
-                        out.push((inode.ino, c));
+                    let inode = full_inode(&self.conn, row)?;
+                    if !inode.extents.is_empty() {
+                        out.push((inode.ino, inode.extents));
                     }
                 }
                 Ok(out)
@@ -419,7 +505,9 @@ macro_rules! impl_reads {
                 let (inodes, files, original, stored, pending): (i64, i64, i64, i64, i64) = self
                     .conn
                     .prepare_cached(
-                        "SELECT COUNT(*), COUNT(object), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), COALESCE(SUM(stored_len), 0), \
+                        "SELECT COUNT(*), COUNT(object) + (SELECT COUNT(DISTINCT ino) FROM extents), \
+                         COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0), \
+                         COALESCE(SUM(stored_len), 0) + (SELECT COALESCE(SUM(stored_len), 0) FROM extents), \
                          (SELECT COUNT(*) FROM recompress) FROM inodes",
                     )
                     .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
@@ -454,7 +542,8 @@ macro_rules! impl_reads {
             fn inodes(&self, after: Ino, limit: usize) -> Result<Vec<Inode>, MetaError> {
                 let mut s = self.conn.prepare_cached(&format!("SELECT {INODE_COLUMNS} FROM inodes WHERE ino > ?1 ORDER BY ino LIMIT ?2")).map_err(engine)?;
                 let rows = s.query_map(params![after as i64, limit as i64], inode_row).map_err(engine)?;
-                rows.map(|r| r.map_err(engine).and_then(InodeRow::check)).collect()
+                let rows: Vec<InodeRow> = rows.collect::<Result<_, _>>().map_err(engine)?;
+                rows.into_iter().map(|r| full_inode(&self.conn, r)).collect()
             }
 
             fn names_count(&self, ino: Ino) -> Result<u64, MetaError> {
@@ -495,7 +584,7 @@ macro_rules! impl_reads {
             fn object_user(&self, id: &ObjectId) -> Result<Option<Ino>, MetaError> {
                 let ino: Option<i64> = self
                     .conn
-                    .prepare_cached("SELECT ino FROM inodes WHERE object = ?1 LIMIT 1")
+                    .prepare_cached("SELECT ino FROM extents WHERE object = ?1 UNION ALL SELECT ino FROM inodes WHERE object = ?1 LIMIT 1")
                     .and_then(|mut s| s.query_row([id.0.to_vec()], |r| r.get(0)).optional())
                     .map_err(engine)?;
                 ino.map(|i| to_u64(i, "inode number")).transpose()
@@ -519,9 +608,11 @@ impl MetaTxn for Txn<'_> {
     }
 
     fn update_inode(&mut self, i: &Inode) -> Result<(), MetaError> {
-        let (object, stored_len, sha) = match &i.content {
-            Some(c) => (Some(c.object.0.to_vec()), Some(c.stored_len as i64), Some(c.sha256.to_vec())),
-            None => (None, None, None),
+        // The legacy columns are cleared: the extents say it all.
+        let (object, stored_len, sha): (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>) = (None, None, None);
+        let old_extents = match read_inode(&self.conn, i.ino)? {
+            Some(old) => old.extents,
+            None => return Err(MetaError::Corrupt(format!("inode {} is not there to update", i.ino))),
         };
         let n = self.exec(
             "UPDATE inodes SET kind = ?2, perm = ?3, uid = ?4, gid = ?5, size = ?6, atime = ?7, mtime = ?8, ctime = ?9, nlink = ?10, rdev = ?11, parent = ?12, \
@@ -547,12 +638,16 @@ impl MetaTxn for Txn<'_> {
         if n != 1 {
             return Err(MetaError::Corrupt(format!("inode {} is not there to update", i.ino)));
         }
+        if old_extents != i.extents {
+            write_extents(&self.conn, i.ino, &i.extents)?;
+        }
         Ok(())
     }
 
     fn delete_inode(&mut self, ino: Ino) -> Result<(), MetaError> {
         for sql in [
             "DELETE FROM inodes WHERE ino = ?1",
+            "DELETE FROM extents WHERE ino = ?1",
             "DELETE FROM symlinks WHERE ino = ?1",
             "DELETE FROM xattrs WHERE ino = ?1",
             "DELETE FROM orphans WHERE ino = ?1",
@@ -648,7 +743,7 @@ mod tests {
     use super::*;
 
     fn dir_inode(perm: u32) -> Inode {
-        Inode { ino: 0, kind: Kind::Dir, perm, uid: 0, gid: 0, size: 0, atime: 1, mtime: 2, ctime: 3, nlink: 2, rdev: 0, parent: 0, content: None }
+        Inode { ino: 0, kind: Kind::Dir, perm, uid: 0, gid: 0, size: 0, atime: 1, mtime: 2, ctime: 3, nlink: 2, rdev: 0, parent: 0, extents: Vec::new() }
     }
 
     fn open(dir: &Path) -> SqliteMeta {
@@ -681,21 +776,54 @@ mod tests {
         meta.sync().unwrap();
     }
 
+    /// A store made before extents: a file's one object in its inode row.
+    #[test]
+    fn a_store_made_before_extents_is_migrated_at_open_and_read_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let mut t = meta.write().unwrap();
+        let ino = t.create_inode(&Inode { kind: Kind::File, perm: 0o644, nlink: 1, size: 5, ..dir_inode(0) }).unwrap();
+        t.commit().unwrap();
+        drop(meta);
+        // What the previous code wrote for a 5-byte file.
+        let conn = Connection::open(dir.path().join("meta.db")).unwrap();
+        conn.execute("UPDATE inodes SET object = ?1, stored_len = 77, sha256 = ?2 WHERE ino = ?3", params![vec![6u8; 16], vec![5u8; 32], ino as i64]).unwrap();
+        conn.execute("DROP TABLE extents", []).unwrap();
+        drop(conn);
+        let want = vec![Extent { start: 0, len: 5, content: Content { object: ObjectId([6; 16]), stored_len: 77, sha256: [5; 32] } }];
+        let read_only = SqliteMeta::open_read_only(&dir.path().join("meta.db")).unwrap();
+        assert_eq!(read_only.read().unwrap().inode(ino).unwrap().unwrap().extents, want, "read before the migration");
+        assert_eq!(read_only.read().unwrap().totals().unwrap().stored_bytes, 77);
+        drop(read_only);
+        let meta = open(dir.path());
+        assert_eq!(meta.read().unwrap().inode(ino).unwrap().unwrap().extents, want);
+        let conn = Connection::open(dir.path().join("meta.db")).unwrap();
+        let (legacy, moved): (i64, i64) =
+            conn.query_row("SELECT (SELECT COUNT(object) FROM inodes), (SELECT COUNT(*) FROM extents)", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((legacy, moved), (0, 1), "moved into extents");
+        assert_eq!(meta.read().unwrap().contents(0, 10).unwrap(), vec![(ino, want)]);
+        assert_eq!(meta.read().unwrap().object_user(&ObjectId([6; 16])).unwrap(), Some(ino));
+    }
+
     #[test]
     fn contents_events_and_garbage_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
         let object = ObjectId([7; 16]);
         let mut t = meta.write().unwrap();
-        let file =
-            Inode { kind: Kind::File, perm: 0o600, nlink: 1, size: 10, content: Some(Content { object, stored_len: 99, sha256: [3; 32] }), ..dir_inode(0) };
+        let extents = vec![
+            Extent { start: 0, len: 4, content: Content { object, stored_len: 90, sha256: [3; 32] } },
+            Extent { start: 4, len: 6, content: Content { object: ObjectId([8; 16]), stored_len: 9, sha256: [4; 32] } },
+        ];
+        let file = Inode { kind: Kind::File, perm: 0o600, nlink: 1, size: 10, extents, ..dir_inode(0) };
         let ino = t.create_inode(&file).unwrap();
         t.append_event(&Event { seq: 1, time: 5, op: "write".into(), detail: "{}".into(), hash: [9; 32] }).unwrap();
         t.add_garbage(&ObjectId([1; 16]), 1).unwrap();
         t.commit().unwrap();
         let r = meta.read().unwrap();
-        assert_eq!(r.inode(ino).unwrap().unwrap().content, file.content);
-        assert_eq!(r.contents(0, 10).unwrap().len(), 1);
+        assert_eq!(r.inode(ino).unwrap().unwrap().extents, file.extents);
+        assert_eq!(r.contents(0, 10).unwrap(), vec![(ino, file.extents.clone())]);
+        assert_eq!(r.object_user(&ObjectId([8; 16])).unwrap(), Some(ino));
         assert_eq!(r.last_event().unwrap().unwrap().hash, [9; 32]);
         assert_eq!(r.garbage().unwrap(), vec![(ObjectId([1; 16]), 1)]);
         assert_eq!(r.totals().unwrap(), Totals { inodes: 2, files_with_content: 1, original_bytes: 10, stored_bytes: 99, recompress_pending: 0 });
@@ -709,8 +837,8 @@ mod tests {
         let mut t = meta.write().unwrap();
         let sub = t.create_inode(&Inode { kind: Kind::Dir, nlink: 2, parent: ROOT_INO, ..dir_inode(0o755) }).unwrap();
         t.insert_entry(ROOT_INO, b"sub", sub).unwrap();
-        let content = Some(Content { object, stored_len: 1, sha256: [0; 32] });
-        let file = t.create_inode(&Inode { kind: Kind::File, nlink: 2, content, ..dir_inode(0o644) }).unwrap();
+        let extents = vec![Extent { start: 0, len: 1, content: Content { object, stored_len: 1, sha256: [0; 32] } }];
+        let file = t.create_inode(&Inode { kind: Kind::File, nlink: 2, size: 1, extents, ..dir_inode(0o644) }).unwrap();
         t.insert_entry(ROOT_INO, b"f", file).unwrap();
         t.insert_entry(sub, b"g", file).unwrap();
         t.insert_entry(sub, b"gone", 999).unwrap();

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use at1_core::reader;
-use at1_store::{Content, Ino};
+use at1_store::{Content, Extent, Ino};
 
 use crate::error::VResult;
 use crate::journal::{self, ChainProblem};
@@ -64,7 +64,13 @@ fn content_problem(v: &Volume, c: &Content) -> Option<String> {
     }
 }
 
-/// Checks the journal chain and every file's content.
+/// Whether an extent's object holds as many bytes as the extent.
+fn original_len_problem(v: &Volume, e: &Extent) -> Option<String> {
+    let object = v.contents.get(&e.content.object).ok()?;
+    (object.original_len() != e.len).then(|| format!("holds {} bytes where its extent at {} has {}", object.original_len(), e.start, e.len))
+}
+
+/// Checks the journal chain and every file's content (each extent).
 pub fn verify(v: &Volume, mut progress: impl FnMut(&ContentProblem)) -> VResult<VerifyReport> {
     let mut report = VerifyReport::default();
     {
@@ -78,13 +84,24 @@ pub fn verify(v: &Volume, mut progress: impl FnMut(&ContentProblem)) -> VResult<
         let page = v.meta.read()?.contents(after, 1024)?;
         let Some(&(last, _)) = page.last() else { break };
         after = last;
-        for (ino, content) in page {
-            report.contents += 1;
-            if let Some(what) = content_problem(v, &content) {
-                let path = v.meta.read().map(|r| path_in(&*r, ino)).unwrap_or_else(|_| format!("<inode {ino}>"));
-                let p = ContentProblem { ino, path, object: content.object.hex(), what };
-                progress(&p);
-                report.damaged.push(p);
+        for (ino, extents) in page {
+            let mut end = 0;
+            for e in extents {
+                report.contents += 1;
+                let problem = if e.start != end {
+                    Some(format!("its extent at {} does not follow the one before (ending at {end})", e.start))
+                } else if let Some(what) = content_problem(v, &e.content) {
+                    Some(what)
+                } else {
+                    original_len_problem(v, &e)
+                };
+                end = e.end();
+                if let Some(what) = problem {
+                    let path = v.meta.read().map(|r| path_in(&*r, ino)).unwrap_or_else(|_| format!("<inode {ino}>"));
+                    let p = ContentProblem { ino, path, object: e.content.object.hex(), what };
+                    progress(&p);
+                    report.damaged.push(p);
+                }
             }
         }
     }

@@ -1,15 +1,21 @@
-//! Open files: writes go to a staging file, a commit sends it through the
-//! gate into a new object and swaps the file's content in one
-//! transaction; reads decode only the blocks they touch.
+//! Open files: writes go to a staging area over the committed extents; a
+//! commit sends the extents the writes touched through the gate into new
+//! objects and swaps the file's extent map in one transaction; reads
+//! decode only the blocks they touch.
 //!
-//! - The writers of a file share one staging file (an unnamed file in the
-//!   store's `staging/`), made from the current content (empty with
-//!   `O_TRUNC`) at the first open for writing, gone at the last close.
+//! - The writers of a file share one staging area, made at the first open
+//!   for writing: the committed extents (none with `O_TRUNC`) and the bytes
+//!   written since, at their offsets (in memory, or an unnamed file in the
+//!   store's `staging/`), with the ranges they cover. Nothing is decoded
+//!   at open.
 //! - Every flush (each `close`) and `fsync` of a writer commits the staging
-//!   file if it changed: the gate encodes, decodes back and compares, the
-//!   object is put, and one transaction points the inode at it (the journal
-//!   records the change; the old object is released). A rejection fails
-//!   that `close`/`fsync` with EIO and the previous content stays.
+//!   area if it changed: the extents no write touched are kept, the rest
+//!   of the file is encoded anew (`extents::plan`) — the gate encodes,
+//!   decodes back and compares, the objects are put — and one transaction
+//!   swaps the map (the journal records the extents added and removed; the
+//!   removed objects are released). A rejection fails that
+//!   `close`/`fsync` with EIO, the writes since the last commit are
+//!   dropped and the previous content stays.
 //! - A reader reads the content committed *now* (not at its open), so a
 //!   handle opened before a rewrite reads the new content afterwards, as
 //!   on a local disk; the kernel's cached pages of the old one are dropped
@@ -21,32 +27,75 @@ use std::sync::{Arc, Mutex};
 
 use at1_core::gate;
 use at1_core::reader::{AccessCost, Object, Reader};
-use at1_store::{Content, Ino, Inode, Kind, Nanos, ObjectId};
+use at1_store::{Content, Extent, Ino, Inode, Kind, Nanos, ObjectId};
 use serde_json::json;
 
 use crate::error::{errno, VResult, VolumeError};
+use crate::extents::{self, Piece, Ranges};
 use crate::journal;
 use crate::staging::StagingBytes;
 use crate::stats::Stats;
-use crate::volume::{content_json, hex, lock, now, path_in, Attr, Owner, Volume};
+use crate::volume::{extents_json, hex, lock, now, path_in, Attr, Owner, Volume};
 
 const NOT_STAGED: u64 = u64::MAX;
 
 /// What a file holds once committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Committed {
-    content: Option<Content>,
+    extents: Vec<Extent>,
     size: u64,
 }
 
-/// The bytes of a file being written.
+/// The bytes of a file being written: changes over committed extents.
 #[derive(Debug)]
 struct Staging {
+    /// The extents the changes apply to (those committed at the last
+    /// commit, or at the open).
+    base: Vec<Extent>,
+    /// The base's bytes at and past this offset were cut (a truncate):
+    /// unwritten bytes there read as zeros.
+    base_len: u64,
+    /// Bytes written since the last commit, each at its offset.
     bytes: StagingBytes,
+    /// Which offsets of `bytes` were written.
+    dirty: Ranges,
+    /// The file's length.
+    len: u64,
     /// Changed since the last commit.
     modified: bool,
     /// Time of the last change, given to the file at commit.
     mtime: Nanos,
+}
+
+impl Staging {
+    /// The file cut (or extended with zeros) to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        if len < self.len {
+            self.dirty.cut(len);
+            self.base_len = self.base_len.min(len);
+            if self.bytes.len()? > len {
+                self.bytes.set_len(len)?;
+            }
+        }
+        self.len = len;
+        self.modified = true;
+        self.mtime = now();
+        Ok(())
+    }
+
+    /// Zeros over `[offset, offset + length)` (within the file).
+    fn zero(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        let end = offset.saturating_add(length).min(self.len);
+        if offset >= end {
+            return Ok(());
+        }
+        if self.bytes.len()? < end {
+            self.bytes.set_len(end)?;
+        }
+        self.bytes.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, end - offset)?;
+        self.dirty.insert(offset, end);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +125,7 @@ impl FileState {
         FileState {
             writers: Mutex::default(),
             handles: AtomicUsize::new(0),
-            committed: Mutex::new(Committed { content: inode.content.clone(), size: inode.size }),
+            committed: Mutex::new(Committed { extents: inode.extents.clone(), size: inode.size }),
             staged_len: AtomicU64::new(NOT_STAGED),
             staged_mtime: AtomicI64::new(0),
         }
@@ -112,7 +161,7 @@ impl FileState {
     fn set_staged(&self, staging: Option<&Staging>) -> io::Result<()> {
         match staging {
             Some(s) => {
-                self.staged_len.store(s.bytes.len()?, Ordering::Release);
+                self.staged_len.store(s.len, Ordering::Release);
                 self.staged_mtime.store(if s.modified { s.mtime } else { 0 }, Ordering::Release);
             }
             None => {
@@ -127,13 +176,18 @@ impl FileState {
         lock(&self.committed).clone()
     }
 
-    /// The content was re-encoded (same bytes): readers move to the new
-    /// object.
+    /// An extent was re-encoded (same bytes): readers and writers move to
+    /// the new object (the old one is released).
     pub(crate) fn recompressed(&self, old: &Content, new: &Content) {
-        let mut c = lock(&self.committed);
-        if c.content.as_ref() == Some(old) {
-            c.content = Some(new.clone());
+        let swap = |extents: &mut Vec<Extent>| {
+            for e in extents.iter_mut().filter(|e| e.content == *old) {
+                e.content = new.clone();
+            }
+        };
+        if let Some(s) = lock(&self.writers).staging.as_mut() {
+            swap(&mut s.base);
         }
+        swap(&mut lock(&self.committed).extents);
     }
 }
 
@@ -195,31 +249,27 @@ impl Volume {
     fn add_writer(&self, ino: Ino, state: &FileState, truncate: bool) -> VResult<()> {
         let mut w = lock(&state.writers);
         match w.staging.as_mut() {
-            Some(s) if truncate => {
-                s.bytes.set_len(0)?;
-                s.modified = true;
-                s.mtime = now();
-            }
+            Some(s) if truncate => s.set_len(0)?,
             Some(_) => {}
-            None => w.staging = Some(self.new_staging(ino, &state.committed(), truncate)?),
+            None => w.staging = Some(self.new_staging(&self.committed_now(ino, state)?, truncate)),
         }
         state.set_staged(w.staging.as_ref())?;
         w.count += 1;
         Ok(())
     }
 
-    /// A new staging area holding the committed content (or nothing).
-    fn new_staging(&self, ino: Ino, committed: &Committed, empty: bool) -> VResult<Staging> {
-        let mut bytes = StagingBytes::new(self.staging_dir.clone(), self.staging_memory.clone());
-        if !empty {
-            if let Some(content) = &committed.content {
-                let object = self.object_of(ino, content)?;
-                let mut out = io::BufWriter::with_capacity(1 << 20, &mut bytes);
-                Reader::new(object, Some(self.cache.clone())).extract(&mut out, |_| {}).map_err(|e| self.damaged(ino, e))?;
-                io::Write::flush(&mut out)?;
-            }
+    /// A new staging area over the committed content (or nothing).
+    fn new_staging(&self, committed: &Committed, empty: bool) -> Staging {
+        let (base, len) = if empty { (Vec::new(), 0) } else { (committed.extents.clone(), committed.size) };
+        Staging {
+            base,
+            base_len: len,
+            bytes: StagingBytes::new(self.staging_dir.clone(), self.staging_memory.clone()),
+            dirty: Ranges::default(),
+            len,
+            modified: empty && committed.size > 0,
+            mtime: now(),
         }
-        Ok(Staging { bytes, modified: empty && committed.size > 0, mtime: now() })
     }
 
     /// Whether file `ino` has writers (its staging file exists).
@@ -233,9 +283,37 @@ impl Volume {
         Ok((self.getattr(attr.ino)?, handle))
     }
 
+    /// What file `ino` holds now, read from the metadata (so a staging area
+    /// never starts from an object the background re-encoding has just
+    /// released).
+    fn committed_now(&self, ino: Ino, state: &FileState) -> VResult<Committed> {
+        let inode = self.regular_file(ino)?;
+        let c = Committed { extents: inode.extents, size: inode.size };
+        *lock(&state.committed) = c.clone();
+        Ok(c)
+    }
+
     /// The parsed object of a content, or an error that names the file.
     pub(crate) fn object_of(&self, ino: Ino, content: &Content) -> VResult<Arc<Object>> {
         self.contents.get(&content.object).map_err(|e| self.damaged(ino, e))
+    }
+
+    /// One object holding the whole content of file `inode` (`None` when it
+    /// is empty), for queries: its own when it has one extent; otherwise
+    /// its bytes encoded anew through the gate into an unnamed temporary
+    /// file (simple and correct; per-extent queries are not done yet).
+    pub(crate) fn whole_object(&self, inode: &Inode) -> VResult<Option<Arc<Object>>> {
+        match inode.extents.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(self.object_of(inode.ino, &one.content)?)),
+            several => {
+                let mut file = tempfile::tempfile_in(&*self.staging_dir)?;
+                let input = ExtentsReader { volume: self, ino: inode.ino, extents: several, at: 0, end: inode.size };
+                let cfg = self.write_gate.as_ref().unwrap_or(&self.gate);
+                gate::compress_to_file(io::BufReader::with_capacity(1 << 20, input), &mut file, cfg, &|_| {})?;
+                Ok(Some(Arc::new(Object::open_file(file).map_err(|e| self.damaged(inode.ino, e))?)))
+            }
+        }
     }
 
     /// A read failure of file `ino`, logged with its path: its content is
@@ -251,35 +329,97 @@ impl Volume {
         VolumeError::Damaged { path, what: e.to_string() }
     }
 
-    /// A reader of the content `h` reads, for reading ahead (`None` for a
-    /// writer or an empty file).
-    pub fn reader_for(&self, h: &OpenFile) -> VResult<Option<Reader>> {
+    /// A reader of the extent holding byte `offset` of what `h` reads, and
+    /// the offset in it, for reading ahead (`None` for a writer, past the
+    /// end or for an empty file).
+    pub fn reader_for(&self, h: &OpenFile, offset: u64) -> VResult<Option<(Reader, u64)>> {
         if h.write {
             return Ok(None);
         }
-        match h.state.committed().content {
-            Some(c) => Ok(Some(Reader::new(self.object_of(h.ino, &c)?, Some(self.cache.clone())))),
+        let committed = h.state.committed();
+        match committed.extents.iter().find(|e| e.start <= offset && offset < e.end()) {
+            Some(e) => Ok(Some((Reader::new(self.object_of(h.ino, &e.content)?, Some(self.cache.clone())), offset - e.start))),
             None => Ok(None),
         }
+    }
+
+    /// Bytes `[start, stop)` of a file made of `extents`, appended to
+    /// `out`: each extent decodes only the blocks the range touches;
+    /// bytes no extent holds read as zeros.
+    pub(crate) fn read_extents(&self, ino: Ino, extents: &[Extent], start: u64, stop: u64, out: &mut Vec<u8>) -> VResult<()> {
+        let mut at = start;
+        let first = extents.partition_point(|e| e.end() <= at);
+        let mut cost = AccessCost::default();
+        for e in extents.get(first..).unwrap_or_default() {
+            if at >= stop {
+                break;
+            }
+            if e.start > at {
+                let zeros = e.start.min(stop) - at;
+                out.resize(out.len() + zeros as usize, 0);
+                at += zeros;
+            }
+            if at >= stop {
+                break;
+            }
+            let want = (e.end().min(stop) - at) as usize;
+            let reader = Reader::new(self.object_of(ino, &e.content)?, Some(self.cache.clone()));
+            let data = reader.read_at(at - e.start, want, &mut cost).map_err(|err| self.damaged(ino, err))?;
+            if data.len() != want {
+                let path = self.path_of(ino);
+                log::error!("{path}: object {} holds fewer bytes than its extent at {}", e.content.object, e.start);
+                return Err(VolumeError::Damaged { path, what: format!("object {} is shorter than its extent", e.content.object) });
+            }
+            out.extend_from_slice(&data);
+            at += want as u64;
+        }
+        if at < stop {
+            out.resize(out.len() + (stop - at) as usize, 0);
+        }
+        Stats::add(&self.stats.bytes_decoded, cost.bytes_decoded);
+        Ok(())
+    }
+
+    /// Up to `size` bytes from `offset` of a file being written: written
+    /// bytes from the staging area, the rest from the base extents.
+    fn read_staged(&self, ino: Ino, s: &Staging, offset: u64, size: u64) -> VResult<Vec<u8>> {
+        let end = offset.saturating_add(size).min(s.len);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut at = offset;
+        while at < end {
+            match s.dirty.at_or_after(at) {
+                Some((from, to)) if from <= at => {
+                    let stop = to.min(end);
+                    let mut data = s.bytes.read_at(at, (stop - at) as u32)?;
+                    data.resize((stop - at) as usize, 0);
+                    out.extend_from_slice(&data);
+                    at = stop;
+                }
+                next => {
+                    let stop = next.map_or(end, |(from, _)| from.min(end));
+                    let base_stop = stop.min(s.base_len).max(at);
+                    self.read_extents(ino, &s.base, at, base_stop, &mut out)?;
+                    out.resize(out.len() + (stop - base_stop) as usize, 0);
+                    at = stop;
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn read(&self, h: &OpenFile, offset: u64, size: u32) -> VResult<Vec<u8>> {
         let data = if h.write {
             let w = lock(&h.state.writers);
             let staging = w.staging.as_ref().ok_or_else(|| errno(libc::EBADF))?;
-            staging.bytes.read_at(offset, size)?
+            self.read_staged(h.ino, staging, offset, u64::from(size))?
         } else {
             let committed = h.state.committed();
-            match &committed.content {
-                None => Vec::new(),
-                Some(c) => {
-                    let reader = Reader::new(self.object_of(h.ino, c)?, Some(self.cache.clone()));
-                    let mut cost = AccessCost::default();
-                    let data = reader.read_at(offset, size as usize, &mut cost).map_err(|e| self.damaged(h.ino, e))?;
-                    Stats::add(&self.stats.bytes_decoded, cost.bytes_decoded);
-                    data
-                }
+            let stop = offset.saturating_add(u64::from(size)).min(committed.size);
+            let mut out = Vec::new();
+            if offset < stop {
+                self.read_extents(h.ino, &committed.extents, offset, stop, &mut out)?;
             }
+            out
         };
         h.last_end.store(offset + data.len() as u64, Ordering::Relaxed);
         Stats::add(&self.stats.reads, 1);
@@ -298,11 +438,13 @@ impl Volume {
             // length below must not move past the staging file's end.
             return Ok(0);
         }
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| errno(libc::EFBIG))?;
         staging.bytes.write_at(data, offset)?;
+        staging.dirty.insert(offset, end);
+        staging.len = staging.len.max(end);
         staging.modified = true;
         staging.mtime = now();
         h.state.staged_mtime.store(staging.mtime, Ordering::Release);
-        let end = offset + data.len() as u64;
         let _ = h.state.staged_len.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| (l == NOT_STAGED || l < end).then_some(end));
         Ok(data.len() as u32)
     }
@@ -313,7 +455,24 @@ impl Volume {
         }
         let mut w = lock(&h.state.writers);
         let staging = w.staging.as_mut().ok_or_else(|| errno(libc::EBADF))?;
-        staging.bytes.fallocate(mode, offset, length)?;
+        let end = offset.checked_add(length).ok_or_else(|| errno(libc::EFBIG))?;
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            // Space for bytes that read as zeros: nothing to keep but the
+            // length.
+            0 => {}
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => staging.zero(offset, length)?,
+            libc::FALLOC_FL_ZERO_RANGE => {
+                if !keep_size && end > staging.len {
+                    staging.len = end;
+                }
+                staging.zero(offset, length)?;
+            }
+            _ => return Err(errno(libc::EOPNOTSUPP)),
+        }
+        if !keep_size && end > staging.len {
+            staging.len = end;
+        }
         staging.modified = true;
         staging.mtime = now();
         h.state.set_staged(Some(staging))?;
@@ -383,16 +542,16 @@ impl Volume {
             if inode.nlink > 0 {
                 return Ok(());
             }
-            let seq = journal::append(txn, t, "release", &json!({"ino": ino, "content": content_json(&inode.content)}))?;
-            if let Some(c) = &inode.content {
-                txn.add_garbage(&c.object, seq)?;
+            let seq = journal::append(txn, t, "release", &json!({"ino": ino, "removed": extents_json(&inode.extents)}))?;
+            for e in &inode.extents {
+                txn.add_garbage(&e.content.object, seq)?;
             }
             txn.delete_inode(ino)?;
             Ok(())
         })
     }
 
-    /// Commits the staging file of `ino` if it changed, by the holder of
+    /// Commits the staging area of `ino` if it changed, by the holder of
     /// its writers' lock (so no writer changes it meanwhile, and a commit
     /// is never made on behalf of a writer that opened after it began).
     fn commit_locked(&self, ino: Ino, state: &FileState, w: &mut Writers) -> VResult<()> {
@@ -400,26 +559,62 @@ impl Volume {
         if !staging.modified {
             return Ok(());
         }
-        let len = staging.bytes.len()?;
+        let len = staging.len;
         let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
-        let content = match self.encode_reader(ino, staging.bytes.reader()?, len, gate) {
-            Ok(c) => c,
+        let extents = match self.encode_changes(ino, staging, gate) {
+            Ok(e) => e,
             Err(e) => {
                 // The rejected bytes are not retried (the verdict would be
                 // the same): the file stays at its previous version, and the
                 // kernel's pages of the rejected bytes go.
-                staging.modified = false;
                 Stats::add(&self.stats.writes_rejected, 1);
+                let committed = self.committed_now(ino, state)?;
+                *staging = self.new_staging(&committed, false);
+                state.set_staged(Some(staging))?;
                 self.invalidate(ino);
                 log::error!("commit of {} ({len} bytes) rejected, previous version kept: {e}", self.path_of(ino));
                 return Err(e);
             }
         };
-        self.swap_content(ino, content, len, staging.mtime, "write", self.write_gate.is_some())?;
-        staging.modified = false;
-        *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size: len };
+        self.swap_extents(ino, extents, len, staging.mtime, "write", self.write_gate.is_some())?;
+        let committed = self.committed_now(ino, state)?;
+        let mtime = staging.mtime;
+        *staging = self.new_staging(&committed, false);
+        staging.mtime = mtime;
         state.set_staged(Some(staging))?;
         Ok(())
+    }
+
+    /// The new extent map of a staging area: the pieces `extents::plan`
+    /// keeps, and the others encoded through the gate (`cfg`) into new
+    /// objects (deleted again if one is rejected).
+    fn encode_changes(&self, ino: Ino, staging: &Staging, cfg: &gate::GateConfig) -> VResult<Vec<NewExtent>> {
+        let plan = extents::plan(&staging.base, staging.base_len, &staging.dirty, staging.len, self.segment_size);
+        let mut out: Vec<NewExtent> = Vec::with_capacity(plan.len());
+        for piece in plan {
+            let made = match piece {
+                Piece::Keep(e) => Ok(NewExtent { extent: e, made: false }),
+                Piece::Encode { start, end } => {
+                    let input = StagedReader { volume: self, ino, staging, at: start, end };
+                    // `plan` never yields an empty piece (the gate makes no
+                    // object of no bytes).
+                    self.encode_reader(ino, io::BufReader::with_capacity(1 << 20, input), end - start, cfg).and_then(|c| match c {
+                        Some(content) => Ok(NewExtent { extent: Extent { start, len: end - start, content }, made: true }),
+                        None => Err(VolumeError::Io(io::Error::other(format!("an empty extent was planned at {start}")))),
+                    })
+                }
+            };
+            match made {
+                Ok(n) => out.push(n),
+                Err(e) => {
+                    for n in out.iter().filter(|n| n.made) {
+                        let _ = self.objects.delete(&n.extent.content.object);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Sends the `len` bytes `input` reads through the gate (configured by
@@ -436,48 +631,77 @@ impl Volume {
         Ok(Some(Content { object: id, stored_len: report.stored_len, sha256: report.sha256 }))
     }
 
-    /// Points inode `ino` at new content in one transaction (the journal
-    /// records it, the old object is released); drops the kernel's pages.
-    /// With `queue`, the new content was encoded at the fast level and waits
-    /// to be re-encoded (`recompress.rs`).
-    fn swap_content(&self, ino: Ino, content: Option<Content>, size: u64, mtime: Nanos, op: &str, queue: bool) -> VResult<()> {
+    /// Swaps inode `ino`'s extent map for `new` in one transaction (the
+    /// journal records the extents added and removed; the removed objects
+    /// are released); drops the kernel's pages. With `queue`, the new
+    /// objects were encoded at the fast level and wait to be re-encoded
+    /// (`recompress.rs`). On failure the new objects are deleted.
+    fn swap_extents(&self, ino: Ino, new: Vec<NewExtent>, size: u64, mtime: Nanos, op: &str, queue: bool) -> VResult<()> {
+        let made: Vec<ObjectId> = new.iter().filter(|n| n.made).map(|n| n.extent.content.object).collect();
         let result = self.change(|txn, t| {
             let mut inode = Self::inode_in(txn, ino)?;
-            let old = std::mem::replace(&mut inode.content, content.clone());
+            // A kept extent may have been re-encoded in the background since
+            // the staging area began (same bytes, another object).
+            let mut extents = Vec::with_capacity(new.len());
+            for n in &new {
+                if n.made {
+                    extents.push(n.extent.clone());
+                    continue;
+                }
+                let e = &n.extent;
+                let now = inode.extents.iter().find(|c| c.start == e.start && c.len == e.len && c.content.sha256 == e.content.sha256);
+                match now {
+                    Some(c) => extents.push(c.clone()),
+                    None => return Err(VolumeError::Io(io::Error::other(format!("extent at {} changed under a commit", e.start)))),
+                }
+            }
+            let added: Vec<Extent> = extents.iter().filter(|e| !inode.extents.contains(e)).cloned().collect();
+            let removed: Vec<Extent> = inode.extents.iter().filter(|e| !extents.contains(e)).cloned().collect();
             let old_size = std::mem::replace(&mut inode.size, size);
+            inode.extents = extents;
             inode.mtime = mtime;
             inode.ctime = t;
             txn.update_inode(&inode)?;
-            let sha = content.as_ref().map_or(crate::xattr::EMPTY_SHA256_HEX.to_string(), |c| hex(&c.sha256));
-            let detail = json!({"ino": ino, "path": path_in(txn, ino), "size": size, "sha256": sha, "content": content_json(&content), "old": content_json(&old), "old_size": old_size});
-            let seq = journal::append(txn, t, op, &detail)?;
-            if let Some(old) = old {
-                txn.add_garbage(&old.object, seq)?;
-                txn.dequeue_recompress(&old.object)?;
+            let mut detail = json!({"ino": ino, "path": path_in(txn, ino), "size": size, "extents": inode.extents.len(),
+                "added": extents_json(&added), "removed": extents_json(&removed), "old_size": old_size});
+            // The whole file's SHA-256 is known when one object holds it.
+            match inode.extents.as_slice() {
+                [] => detail["sha256"] = json!(crate::xattr::EMPTY_SHA256_HEX),
+                [one] => detail["sha256"] = json!(hex(&one.content.sha256)),
+                _ => {}
             }
-            if let (true, Some(c)) = (queue, &content) {
-                txn.queue_recompress(&c.object, ino, t)?;
+            let seq = journal::append(txn, t, op, &detail)?;
+            for old in &removed {
+                txn.add_garbage(&old.content.object, seq)?;
+                txn.dequeue_recompress(&old.content.object)?;
+            }
+            if queue {
+                for id in &made {
+                    txn.queue_recompress(id, ino, t)?;
+                }
             }
             Ok(())
         });
         if result.is_err() {
-            if let Some(c) = &content {
-                let _ = self.objects.delete(&c.object);
+            for id in &made {
+                let _ = self.objects.delete(id);
             }
             return result;
         }
         Stats::add(&self.stats.writes_committed, 1);
-        Stats::add(&self.stats.bytes_written, size);
+        Stats::add(&self.stats.extents_written, made.len() as u64);
+        Stats::add(&self.stats.bytes_written, new.iter().filter(|n| n.made).map(|n| n.extent.len).sum());
         self.last_commit.store(now(), Ordering::Relaxed);
-        if queue {
+        if queue && !made.is_empty() {
             self.work_queued();
         }
         self.invalidate(ino);
         Ok(())
     }
 
-    /// `truncate`: on a file being written, applied to its staging file
-    /// (committed at close); otherwise committed at once.
+    /// `truncate`: on a file being written, applied to its staging area
+    /// (committed at close); otherwise committed at once, re-encoding at
+    /// most the extent it cuts.
     pub(crate) fn truncate(&self, ino: Ino, size: u64) -> VResult<()> {
         self.writable()?;
         let inode = self.regular_file(ino)?;
@@ -485,27 +709,76 @@ impl Volume {
         if let Some(state) = &state {
             let mut w = lock(&state.writers);
             if let Some(staging) = w.staging.as_mut() {
-                staging.bytes.set_len(size)?;
-                staging.modified = true;
-                staging.mtime = now();
+                staging.set_len(size)?;
                 state.set_staged(Some(staging))?;
                 return Ok(());
             }
         }
-        let t = now();
-        if size == 0 {
-            self.swap_content(ino, None, 0, t, "truncate", false)?;
-        } else {
-            let committed = Committed { content: inode.content.clone(), size: inode.size };
-            let mut staging = self.new_staging(ino, &committed, false)?;
-            staging.bytes.set_len(size)?;
-            let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
-            let content = self.encode_reader(ino, staging.bytes.reader()?, size, gate)?;
-            self.swap_content(ino, content, size, t, "truncate", self.write_gate.is_some())?;
-        }
+        let committed = Committed { extents: inode.extents, size: inode.size };
+        let mut staging = self.new_staging(&committed, false);
+        staging.set_len(size)?;
+        let gate = self.write_gate.as_ref().unwrap_or(&self.gate);
+        let extents = self.encode_changes(ino, &staging, gate)?;
+        self.swap_extents(ino, extents, size, staging.mtime, "truncate", self.write_gate.is_some())?;
         if let Some(state) = state {
-            *lock(&state.committed) = Committed { content: self.meta.read()?.inode(ino)?.and_then(|i| i.content), size };
+            self.committed_now(ino, &state)?;
         }
         Ok(())
+    }
+}
+
+/// An extent of a commit's new map, and whether its object is new.
+struct NewExtent {
+    extent: Extent,
+    made: bool,
+}
+
+/// Reads bytes `[at, end)` of a committed file, in order.
+struct ExtentsReader<'a> {
+    volume: &'a Volume,
+    ino: Ino,
+    extents: &'a [Extent],
+    at: u64,
+    end: u64,
+}
+
+impl Read for ExtentsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.end - self.at).min(1 << 20) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut data = Vec::with_capacity(want);
+        self.volume.read_extents(self.ino, self.extents, self.at, self.at + want as u64, &mut data).map_err(io::Error::other)?;
+        buf.get_mut(..want).unwrap_or_default().copy_from_slice(data.get(..want).unwrap_or_default());
+        self.at += want as u64;
+        Ok(want)
+    }
+}
+
+/// Reads bytes `[at, end)` of a file being written, in order (for the
+/// gate).
+struct StagedReader<'a> {
+    volume: &'a Volume,
+    ino: Ino,
+    staging: &'a Staging,
+    at: u64,
+    end: u64,
+}
+
+impl Read for StagedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.end - self.at).min(1 << 20);
+        if want == 0 {
+            return Ok(0);
+        }
+        let data = self.volume.read_staged(self.ino, self.staging, self.at, want).map_err(io::Error::other)?;
+        let n = data.len().min(buf.len());
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the staged file ended early"));
+        }
+        buf.get_mut(..n).unwrap_or_default().copy_from_slice(data.get(..n).unwrap_or_default());
+        self.at += n as u64;
+        Ok(n)
     }
 }

@@ -159,7 +159,7 @@ fn check_objects(v: &Volume, report: &mut FsckReport) -> VResult<Vec<ObjectId>> 
         loop {
             let page = r.contents(after, PAGE)?;
             let Some(&(last, _)) = page.last() else { break };
-            referenced.extend(page.into_iter().map(|(_, c)| c.object));
+            referenced.extend(page.into_iter().flat_map(|(_, extents)| extents.into_iter().map(|e| e.content.object)));
             after = last;
         }
         referenced.extend(r.garbage()?.into_iter().map(|(id, _)| id));

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use at1_core::reader::{self, Object};
-use at1_store::{Content, Ino, Inode, Kind, ObjectId, ROOT_INO};
+use at1_store::{Content, Extent, Ino, Inode, Kind, ObjectId, ROOT_INO};
 use serde_json::json;
 
 use crate::error::{errno, VResult, VolumeError};
@@ -90,17 +90,17 @@ impl Volume {
             if inode.kind != Kind::File {
                 return Err(errno(libc::EINVAL));
             }
-            if inode.content.is_some() || inode.size != 0 {
+            if !inode.extents.is_empty() || inode.size != 0 {
                 return Err(errno(libc::EEXIST));
             }
         }
         let (content, original_len) = self.bring_in(object, how)?;
         let made = self.change(|txn, t| {
             let mut inode = Self::inode_in(txn, ino)?;
-            if inode.content.is_some() || inode.size != 0 {
+            if !inode.extents.is_empty() || inode.size != 0 {
                 return Err(errno(libc::EEXIST));
             }
-            inode.content = Some(content.clone());
+            inode.extents = vec![Extent { start: 0, len: original_len, content: content.clone() }];
             inode.size = original_len;
             inode.ctime = t;
             txn.update_inode(&inode)?;
@@ -158,7 +158,7 @@ impl Volume {
                 nlink: 1,
                 rdev: 0,
                 parent: 0,
-                content: Some(content.clone()),
+                extents: vec![Extent { start: 0, len: original_len, content: content.clone() }],
             };
             inode.ino = txn.create_inode(&inode)?;
             txn.insert_entry(parent, name, inode.ino)?;

@@ -20,6 +20,7 @@ pub mod check;
 pub mod contents;
 pub mod durability;
 pub mod error;
+pub mod extents;
 pub mod files;
 pub mod fsck;
 pub mod import;

@@ -139,11 +139,11 @@ impl Volume {
         Ok(())
     }
 
-    /// Re-encodes file `ino`'s content if it is still `object` and no one
-    /// is writing it. Whether it was swapped.
+    /// Re-encodes the extent of file `ino` that is `object`, if it still
+    /// is and no one is writing the file. Whether it was swapped.
     fn recompress_one(&self, object: &ObjectId, ino: Ino) -> VResult<bool> {
-        let current = self.meta.read()?.inode(ino)?.and_then(|i| i.content);
-        let Some(content) = current.filter(|c| c.object == *object) else {
+        let current = self.meta.read()?.inode(ino)?.map(|i| i.extents).unwrap_or_default();
+        let Some(content) = current.into_iter().map(|e| e.content).find(|c| c.object == *object) else {
             self.dequeue(object)?;
             return Ok(false);
         };
@@ -164,8 +164,8 @@ impl Volume {
         self.swap_recompressed(ino, &content, new)
     }
 
-    /// Swaps `old` for `new` as file `ino`'s content, if it still holds
-    /// `old`.
+    /// Swaps `old` for `new` as the object of an extent of file `ino`, if
+    /// it still holds `old`.
     fn swap_recompressed(&self, ino: Ino, old: &Content, new: Content) -> VResult<bool> {
         let swapped = self.change(|txn, t| {
             if self.stopping() {
@@ -174,12 +174,11 @@ impl Volume {
             }
             txn.dequeue_recompress(&old.object)?;
             let Some(mut inode) = txn.inode(ino)? else { return Ok(false) };
-            if inode.content.as_ref() != Some(old) {
-                return Ok(false);
-            }
-            inode.content = Some(new.clone());
+            let Some(extent) = inode.extents.iter_mut().find(|e| e.content == *old) else { return Ok(false) };
+            extent.content = new.clone();
+            let start = extent.start;
             txn.update_inode(&inode)?;
-            let detail = json!({"ino": ino, "path": path_in(txn, ino), "content": content_json(&Some(new.clone())), "old": content_json(&Some(old.clone()))});
+            let detail = json!({"ino": ino, "path": path_in(txn, ino), "start": start, "content": content_json(&new), "old": content_json(old)});
             let seq = journal::append(txn, t, "recompress", &detail)?;
             txn.add_garbage(&old.object, seq)?;
             Ok(true)

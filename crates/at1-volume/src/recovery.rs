@@ -17,12 +17,12 @@
 
 use std::collections::HashSet;
 
-use at1_store::{Content, Ino, ObjectId};
+use at1_store::{Content, Extent, Ino, ObjectId};
 use serde_json::json;
 
 use crate::error::VResult;
 use crate::journal;
-use crate::volume::{content_json, Volume};
+use crate::volume::{extents_json, Volume};
 
 /// What recovery found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,48 +86,97 @@ fn content_ok(v: &Volume, c: &Content) -> bool {
     }
 }
 
+/// An extent from its journal fields.
+fn extent_from(v: &serde_json::Value) -> Option<Extent> {
+    Some(Extent { start: v.get("start")?.as_u64()?, len: v.get("len")?.as_u64()?, content: content_from(v)? })
+}
+
+fn extents_from(v: &serde_json::Value) -> Option<Vec<Extent>> {
+    v.as_array()?.iter().map(extent_from).collect()
+}
+
+/// What a content change did, from its journal detail: the extents it
+/// added and removed, and the file's size before it. An event written
+/// before extents names the file's one object before and after.
+fn change_from(detail: &serde_json::Value) -> Option<(Vec<Extent>, Vec<Extent>, u64)> {
+    let old_size = detail.get("old_size").and_then(|s| s.as_u64()).unwrap_or(0);
+    if let Some(added) = detail.get("added") {
+        return Some((extents_from(added)?, extents_from(detail.get("removed")?)?, old_size));
+    }
+    let size = detail.get("size")?.as_u64()?;
+    let added = detail.get("content").and_then(content_from).map(|content| Extent { start: 0, len: size, content });
+    let removed = detail.get("old").and_then(content_from).map(|content| Extent { start: 0, len: old_size, content });
+    Some((added.into_iter().collect(), removed.into_iter().collect(), old_size))
+}
+
 fn check_recent_contents(v: &Volume, synced: u64, done: &mut Recovered) -> VResult<()> {
     let events = v.meta.read()?.events(synced + 1, usize::MAX >> 1)?;
     for e in events.iter().filter(|e| e.op == "write" || e.op == "truncate") {
         let Ok(detail) = serde_json::from_str::<serde_json::Value>(&e.detail) else { continue };
         let Some(ino) = detail.get("ino").and_then(|i| i.as_u64()) else { continue };
-        let Some(new) = detail.get("content").and_then(content_from) else { continue };
+        let Some((added, removed, old_size)) = change_from(&detail) else { continue };
         let Some(inode) = v.meta.read()?.inode(ino)? else { continue };
-        if inode.content.as_ref() != Some(&new) {
-            continue; // changed again since; that change is checked on its own
+        if added.is_empty() || !added.iter().all(|a| inode.extents.contains(a)) {
+            continue; // nothing new, or changed again since (that change is checked on its own)
         }
         done.contents_checked += 1;
-        v.contents.forget(&new.object);
-        if content_ok(v, &new) {
+        for a in &added {
+            v.contents.forget(&a.content.object);
+        }
+        let lost: Vec<Extent> = added.iter().filter(|a| !content_ok(v, &a.content)).cloned().collect();
+        if lost.is_empty() {
             continue;
         }
-        let old = detail.get("old").and_then(content_from).filter(|c| content_ok(v, c));
-        let old_size = if old.is_some() { detail.get("old_size").and_then(|s| s.as_u64()).unwrap_or(0) } else { 0 };
-        roll_back(v, ino, &new, old, old_size)?;
+        roll_back(v, ino, &added, &lost, &removed, old_size)?;
         done.contents_rolled_back += 1;
     }
     Ok(())
 }
 
-fn roll_back(v: &Volume, ino: Ino, lost: &Content, to: Option<Content>, size: u64) -> VResult<()> {
+/// The map before a change: the current one without the extents the
+/// change added, with those it removed — if that covers the old size and
+/// every object of it checks; else the current map up to its first lost
+/// extent.
+fn map_before(v: &Volume, current: &[Extent], added: &[Extent], lost: &[Extent], removed: &[Extent], old_size: u64) -> (Vec<Extent>, u64) {
+    let mut before: Vec<Extent> = current.iter().filter(|e| !added.contains(e)).cloned().collect();
+    before.extend(removed.iter().cloned());
+    before.sort_by_key(|e| e.start);
+    let mut end = 0;
+    let whole = before.iter().all(|e| {
+        let ok = e.start == end && content_ok(v, &e.content);
+        end = e.end();
+        ok
+    }) && end == old_size;
+    if whole {
+        return (before, old_size);
+    }
+    let prefix: Vec<Extent> = current.iter().take_while(|e| !lost.contains(e)).cloned().collect();
+    let size = prefix.last().map_or(0, Extent::end);
+    (prefix, size)
+}
+
+fn roll_back(v: &Volume, ino: Ino, added: &[Extent], lost: &[Extent], removed: &[Extent], old_size: u64) -> VResult<()> {
     log::error!(
-        "{}: its last version ({} bytes, object {}) did not reach the disk before the crash; rolled back to the version before it",
+        "{}: its last version ({} new extents, first object {}) did not reach the disk before the crash; rolled back to the version before it",
         v.path_of(ino),
-        lost.stored_len,
-        lost.object
+        lost.len(),
+        lost.first().map(|l| l.content.object.hex()).unwrap_or_default()
     );
     v.change(|txn, t| {
         let Some(mut inode) = txn.inode(ino)? else { return Ok(()) };
-        inode.content = to.clone();
+        let (extents, size) = map_before(v, &inode.extents, added, lost, removed, old_size);
+        for e in extents.iter().filter(|e| !inode.extents.contains(e)) {
+            txn.remove_garbage(&e.content.object)?;
+        }
+        let dropped: Vec<Extent> = inode.extents.iter().filter(|e| !extents.contains(e)).cloned().collect();
+        inode.extents = extents;
         inode.size = size;
         inode.ctime = t;
         txn.update_inode(&inode)?;
-        if let Some(c) = &to {
-            txn.remove_garbage(&c.object)?;
+        let seq = journal::append(txn, t, "recover", &json!({"ino": ino, "lost": extents_json(lost), "extents": inode.extents.len(), "size": size}))?;
+        for e in &dropped {
+            txn.add_garbage(&e.content.object, seq)?;
         }
-        let seq =
-            journal::append(txn, t, "recover", &json!({"ino": ino, "lost": content_json(&Some(lost.clone())), "content": content_json(&to), "size": size}))?;
-        txn.add_garbage(&lost.object, seq)?;
         Ok(())
     })
 }
@@ -141,7 +190,7 @@ fn quarantine_unnamed(v: &Volume) -> VResult<usize> {
         loop {
             let page = r.contents(after, 4096)?;
             let Some(&(last, _)) = page.last() else { break };
-            named.extend(page.into_iter().map(|(_, c)| c.object));
+            named.extend(page.into_iter().flat_map(|(_, extents)| extents.into_iter().map(|e| e.content.object)));
             after = last;
         }
         named.extend(r.garbage()?.into_iter().map(|(id, _)| id));

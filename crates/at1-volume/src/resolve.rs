@@ -112,10 +112,7 @@ impl Volume {
                         return Err(ResolveError::PermissionDenied);
                     }
                     drop(r);
-                    let object = match &inode.content {
-                        Some(c) => Some(self.object_of(ino, c)?),
-                        None => None,
-                    };
+                    let object = self.whole_object(&inode)?;
                     return Ok(Resolved { ino, object });
                 }
                 _ => return Err(ResolveError::NotAFile),

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub writes_committed: AtomicU64,
     pub writes_rejected: AtomicU64,
+    /// New extents (objects) commits made: each a sealed, verified piece
+    /// of a file.
+    pub extents_written: AtomicU64,
     /// Original bytes committed by the gate.
     pub bytes_written: AtomicU64,
     pub reads: AtomicU64,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use at1_core::gate::GateConfig;
 use at1_core::reader::BlockCache;
-use at1_store::{Content, DirEntry, Ino, Inode, Kind, LocalObjects, MetaError, MetaRead, MetaStore, MetaTxn, Nanos, ObjectStore, SqliteMeta, ROOT_INO};
+use at1_store::{Content, DirEntry, Extent, Ino, Inode, Kind, LocalObjects, MetaError, MetaRead, MetaStore, MetaTxn, Nanos, ObjectStore, SqliteMeta, ROOT_INO};
 use serde_json::json;
 
 use crate::contents::Contents;
@@ -52,6 +52,9 @@ pub struct VolumeConfig {
     pub commit_interval: Duration,
     /// Where staging files go (default: the store's `staging/`).
     pub staging: Option<std::path::PathBuf>,
+    /// Largest extent (object) a commit makes of a file's bytes
+    /// (`extents.rs`).
+    pub segment_size: u64,
 }
 
 impl Default for VolumeConfig {
@@ -63,6 +66,7 @@ impl Default for VolumeConfig {
             read_only: false,
             commit_interval: Duration::from_secs(5),
             staging: None,
+            segment_size: crate::extents::DEFAULT_EXTENT_SIZE,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct Volume {
     pub(crate) gate: GateConfig,
     /// What a `close` commits with, when faster than `gate`.
     pub(crate) write_gate: Option<GateConfig>,
+    /// Largest extent a commit makes.
+    pub(crate) segment_size: u64,
     pub(crate) read_only: bool,
     /// Where staging bytes go once they are too many for memory.
     pub(crate) staging_dir: Arc<std::path::PathBuf>,
@@ -242,7 +248,7 @@ impl std::fmt::Debug for Volume {
 fn root_inode(t: Nanos) -> Inode {
     // SAFETY: getuid and getgid have no failure mode.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    Inode { ino: ROOT_INO, kind: Kind::Dir, perm: 0o755, uid, gid, size: 0, atime: t, mtime: t, ctime: t, nlink: 2, rdev: 0, parent: 0, content: None }
+    Inode { ino: ROOT_INO, kind: Kind::Dir, perm: 0o755, uid, gid, size: 0, atime: t, mtime: t, ctime: t, nlink: 2, rdev: 0, parent: 0, extents: Vec::new() }
 }
 
 impl Volume {
@@ -308,6 +314,9 @@ impl Volume {
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
             gate: cfg.gate.clone(),
             write_gate: if cfg.fast_writes { cfg.gate.fast_variant() } else { None },
+            // The CLI holds mounts to `MIN_EXTENT_SIZE`; tests go below it
+            // to make many extents of small files.
+            segment_size: cfg.segment_size.max(4096),
             read_only: cfg.read_only,
             staging_dir: Arc::new(staging),
             staging_memory: Arc::default(),
@@ -404,7 +413,7 @@ impl Volume {
             uid: inode.uid,
             gid: inode.gid,
             size: inode.size,
-            blocks: inode.content.as_ref().map_or(0, |c| c.stored_len.div_ceil(512)),
+            blocks: inode.stored_len().div_ceil(512),
             atime: inode.atime,
             mtime: inode.mtime,
             ctime: inode.ctime,
@@ -538,7 +547,7 @@ impl Volume {
                 nlink: if kind == Kind::Dir { 2 } else { 1 },
                 rdev: if matches!(kind, Kind::CharDevice | Kind::BlockDevice) { rdev } else { 0 },
                 parent: if kind == Kind::Dir { parent } else { 0 },
-                content: None,
+                extents: Vec::new(),
             };
             inode.ino = txn.create_inode(&inode)?;
             txn.insert_entry(parent, name, inode.ino)?;
@@ -627,8 +636,8 @@ impl Volume {
             txn.add_orphan(inode.ino)?;
             return Ok(());
         }
-        if let Some(c) = &inode.content {
-            txn.add_garbage(&c.object, seq)?;
+        for e in &inode.extents {
+            txn.add_garbage(&e.content.object, seq)?;
         }
         txn.delete_inode(inode.ino)?;
         Ok(())
@@ -1098,11 +1107,17 @@ pub(crate) fn check_new_name(parent: Ino, name: &[u8]) -> VResult<()> {
 }
 
 /// A content reference's fields for the journal.
-pub(crate) fn content_json(c: &Option<Content>) -> serde_json::Value {
-    match c {
-        Some(c) => json!({"object": c.object.hex(), "sha256": hex(&c.sha256), "stored": c.stored_len}),
-        None => serde_json::Value::Null,
-    }
+pub(crate) fn content_json(c: &Content) -> serde_json::Value {
+    json!({"object": c.object.hex(), "sha256": hex(&c.sha256), "stored": c.stored_len})
+}
+
+/// An extent's fields for the journal.
+pub(crate) fn extent_json(e: &Extent) -> serde_json::Value {
+    json!({"start": e.start, "len": e.len, "object": e.content.object.hex(), "sha256": hex(&e.content.sha256), "stored": e.content.stored_len})
+}
+
+pub(crate) fn extents_json(extents: &[Extent]) -> serde_json::Value {
+    serde_json::Value::Array(extents.iter().map(extent_json).collect())
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
